@@ -1,0 +1,1 @@
+"""The segscan agent: pulls assignments for its subnet, scans, reports."""

@@ -1,0 +1,1 @@
+"""The segscan coordinator: plans runs, takes results, judges reachability."""

@@ -1,0 +1,1 @@
+"""Where segscan runs: the local lab on one machine, and AWS."""

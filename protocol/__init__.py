@@ -1,0 +1,1 @@
+"""The wire contract between segscan's coordinator and its agents."""

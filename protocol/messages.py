@@ -1,0 +1,146 @@
+"""The assignment, result and heartbeat messages, as versioned msgpack structs.
+
+Every message is a closed struct: decoding rejects unknown fields, wrong types
+and protocol versions this build does not speak.  Assignments are data, never
+commands (DESIGN.md, "Trust model").
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from protocol.ports import PortRanges
+
+PROTOCOL_VERSION = 1
+
+
+class Proto(enum.StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class PortState(enum.StrEnum):
+    """What one probe found, from the source's point of view."""
+
+    OPEN = "open"  # SYN-ACK or a UDP reply
+    CLOSED = "closed"  # RST: the packet crossed the boundary
+    FILTERED = "filtered"  # no answer after every pass
+    OPEN_FILTERED = "open|filtered"  # UDP: silence cannot tell these apart
+    PROHIBITED = "prohibited"  # ICMP unreachable or administratively prohibited
+    ARRIVED = "arrived"  # the destination's witness saw the probe
+    REJECTED = "rejected"  # a RST the destination never sent: forged on the way
+
+    @property
+    def reachable(self) -> bool:
+        """Whether this state proves a packet crossed the boundary."""
+        return self in _REACHABLE
+
+
+_REACHABLE = frozenset({PortState.OPEN, PortState.CLOSED, PortState.ARRIVED})
+
+
+class Reason(enum.StrEnum):
+    """Why a probe got its state; kept as evidence."""
+
+    SYN_ACK = "syn-ack"
+    RST = "rst"
+    CONNECTED = "connected"  # connect() completed the handshake
+    REFUSED = "refused"  # connect() was refused: a RST came back
+    NO_RESPONSE = "no-response"
+    UDP_REPLY = "udp-reply"
+    PORT_UNREACHABLE = "port-unreachable"
+    HOST_UNREACHABLE = "host-unreachable"
+    NET_UNREACHABLE = "net-unreachable"
+    ADMIN_PROHIBITED = "admin-prohibited"
+    WITNESS = "witness"
+
+
+class ScanKind(enum.StrEnum):
+    """Which engine an assignment asks for; ``auto`` lets the agent choose."""
+
+    AUTO = "auto"
+    SYN = "syn"
+    CONNECT = "connect"
+
+
+class _Message(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"
+):
+    def __post_init__(self) -> None:
+        version = getattr(self, "version", PROTOCOL_VERSION)
+        if version != PROTOCOL_VERSION:
+            raise ValueError(
+                f"unsupported protocol version {version} "
+                f"(this build speaks {PROTOCOL_VERSION})"
+            )
+
+
+class Assignment(_Message, tag="assignment"):
+    """One chunk of work for the agent of subnet ``src``: scan these targets."""
+
+    id: str
+    run_id: str
+    src: str
+    dst: str
+    targets: tuple[str, ...]  # IPv4 networks in CIDR form
+    tcp: PortRanges
+    udp: PortRanges
+    rate_pps: int
+    passes: int
+    issued_at: float  # seconds since the epoch
+    expires_at: float
+    kind: ScanKind = ScanKind.AUTO
+    version: int = PROTOCOL_VERSION
+
+
+class Finding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Ports of one address that share a state and a reason."""
+
+    ip: str
+    proto: Proto
+    ports: PortRanges
+    state: PortState
+    reason: Reason
+    ttl: int | None = None
+
+
+class Coverage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How much of a chunk was probed: silence only counts when this is full."""
+
+    planned: int
+    sent: int
+    answered: int
+    passes: int
+    dropped: int = 0  # probes or replies the kernel dropped
+
+
+class Result(_Message, tag="result"):
+    """What the agent of ``src`` saw while running one assignment."""
+
+    assignment_id: str
+    run_id: str
+    src: str
+    dst: str
+    agent: str
+    engine: str
+    started_at: float
+    finished_at: float
+    coverage: Coverage
+    findings: tuple[Finding, ...]
+    error: str | None = None  # set when the chunk could not be completed
+    version: int = PROTOCOL_VERSION
+
+
+class Heartbeat(_Message, tag="heartbeat"):
+    """An agent saying it is alive, and what it is doing."""
+
+    agent: str
+    subnet: str
+    sent_at: float
+    assignment_id: str | None = None
+    version: int = PROTOCOL_VERSION
+
+
+Message = Assignment | Result | Heartbeat
