@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -17,7 +17,7 @@ from protocol.messages import Assignment, Heartbeat, Result
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 _encoder = msgspec.msgpack.Encoder()
-_decoders = {
+_decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {
     cls: msgspec.msgpack.Decoder(cls) for cls in (Assignment, Result, Heartbeat)
 }
 
@@ -35,7 +35,7 @@ def decode(data: bytes, kind: type[M]) -> M:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(name, f"{len(data)} bytes, over {MAX_MESSAGE_BYTES}")
     try:
-        return _decoders[kind].decode(data)  # type: ignore[no-any-return]
+        return cast(M, _decoders[kind].decode(data))
     except msgspec.DecodeError as exc:
         raise ProtocolError(name, str(exc)) from exc
 

@@ -56,7 +56,7 @@ class Document:
         return DocumentError(self.path, self.line(*keys), message)
 
     def convert(self, kind: type[T]) -> T:
-        """The whole document as ``kind``; raise ``DocumentError`` if it does not fit."""
+        """The document as ``kind``; raise ``DocumentError`` if it does not fit."""
         try:
             return msgspec.convert(self.data, kind)
         except msgspec.ValidationError as exc:
@@ -98,9 +98,9 @@ def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
         for key_node, value_node in node.value:
             if key_node.value == key or str(key_node.value) == str(key):
                 return value_node  # type: ignore[no-any-return]
-    if isinstance(node, yaml.SequenceNode) and isinstance(key, int):
-        if 0 <= key < len(node.value):
-            return node.value[key]  # type: ignore[no-any-return]
+    in_range = isinstance(key, int) and 0 <= key < len(getattr(node, "value", ()))
+    if isinstance(node, yaml.SequenceNode) and in_range:
+        return node.value[key]  # type: ignore[no-any-return]
 
     return None
 

@@ -1,6 +1,6 @@
 """Errors of the wire layer.
 
-    ProtocolError        bytes that are not a valid message of the expected kind
+ProtocolError        bytes that are not a valid message of the expected kind
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ class _Message(
             )
 
 
-class Assignment(_Message, tag="assignment"):
+class Assignment(_Message, frozen=True, tag="assignment"):
     """One chunk of work for the agent of subnet ``src``: scan these targets."""
 
     id: str
@@ -116,7 +116,7 @@ class Coverage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dropped: int = 0  # probes or replies the kernel dropped
 
 
-class Result(_Message, tag="result"):
+class Result(_Message, frozen=True, tag="result"):
     """What the agent of ``src`` saw while running one assignment."""
 
     assignment_id: str
@@ -133,7 +133,7 @@ class Result(_Message, tag="result"):
     version: int = PROTOCOL_VERSION
 
 
-class Heartbeat(_Message, tag="heartbeat"):
+class Heartbeat(_Message, frozen=True, tag="heartbeat"):
     """An agent saying it is alive, and what it is doing."""
 
     agent: str

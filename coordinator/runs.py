@@ -1,0 +1,173 @@
+"""Runs from plan to verdict: start, rescan, judge, and settle when done.
+
+A run is settled when every chunk has a stored result or its deadline has
+passed; then its report is frozen into the store.  A rescan is a new run over
+the named pairs with fresh assignments, so the original run stays as evidence.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from coordinator import planner, report
+from coordinator.dispatch import Dispatcher
+from coordinator.errors import NotFoundError, UsageError
+from coordinator.policy import Pair, Policy, parse_policy
+from coordinator.store import PairRecord, RunRecord, Store
+from coordinator.verdict import PairJudgement, Verdict, judge_pair, overall
+
+log = structlog.get_logger(__name__)
+
+# Slack on top of the planned scan time before silence turns a pair inconclusive.
+DEADLINE_MIN_S = 120.0
+DEADLINE_FACTOR = 4.0
+
+
+@dataclass
+class RunManager:
+    store: Store
+    dispatcher: Dispatcher
+
+    async def start(
+        self,
+        policy: Policy,
+        kind: str = "full",
+        base_run: str | None = None,
+        pairs: tuple[Pair, ...] | None = None,
+    ) -> RunRecord:
+        """Plan, record and dispatch a run; return it."""
+        now = time.time()
+        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+        run_id += "-" + uuid.uuid4().hex[:6]
+        chunks = planner.plan(policy, pairs)
+        estimate = planner.estimate_s(chunks, policy)
+        run = RunRecord(
+            id=run_id,
+            kind=kind,
+            base_run=base_run,
+            policy_source=policy.source,
+            policy_text=policy.text,
+            policy_sha256=policy.sha256,
+            created_at=now,
+            deadline=now + max(DEADLINE_MIN_S, DEADLINE_FACTOR * estimate),
+            finished_at=None,
+            verdict=None,
+            report=None,
+        )
+        assignments = [
+            (planner.to_assignment(c, run_id, policy, now), c.probes) for c in chunks
+        ]
+        await self.store.add_run(
+            run, [_pair_record(p) for p in pairs or policy.pairs], assignments
+        )
+
+        await self.dispatcher.send([a for a, _ in assignments])
+        log.info("run_started", run=run_id, kind=kind, chunks=len(chunks))
+
+        return run
+
+    async def rescan(
+        self, src: str, dst: str, direction: str, base_run: str | None
+    ) -> RunRecord:
+        """A new run over one subnet pair, planned from the base run's policy."""
+        base = await self.find(base_run or "latest", kind="full")
+        policy = parse_policy(base.policy_text, base.policy_source)
+        for name in (src, dst):
+            if name not in policy.subnets:
+                known = ", ".join(sorted(policy.subnets))
+                raise NotFoundError(name, f"no such subnet in the policy ({known})")
+        wanted = [(src, dst)] if direction == "forward" else [(src, dst), (dst, src)]
+        pairs = tuple(p for s, d in wanted if (p := policy.pair(s, d)) is not None)
+        if not pairs:
+            raise UsageError(f"{src}:{dst}", "no policy rule covers this pair")
+
+        return await self.start(policy, kind="rescan", base_run=base.id, pairs=pairs)
+
+    async def find(self, run_id: str, kind: str | None = None) -> RunRecord:
+        """A run by id, or the newest one for ``latest``."""
+        if run_id == "latest":
+            run = await self.store.latest_run(kind)
+        else:
+            run = await self.store.run(run_id)
+        if run is None:
+            raise NotFoundError(run_id, "no such run")
+
+        return run
+
+    async def judge(
+        self, run: RunRecord, final: bool = False
+    ) -> tuple[list[PairJudgement], Verdict]:
+        """Judge every pair of ``run`` from the results stored so far."""
+        results = {r.assignment_id: r for r in await self.store.results(run.id)}
+        by_pair = defaultdict(list)
+        for chunk in await self.store.chunks(run.id):
+            by_pair[(chunk.src, chunk.dst)].append(chunk)
+        judgements = [
+            judge_pair(p, by_pair[(p.src, p.dst)], results, final)
+            for p in await self.store.pairs(run.id)
+        ]
+        judgements.sort(key=lambda j: (j.src, j.dst))
+
+        return judgements, overall(judgements)
+
+    async def report(self, run_id: str) -> dict[str, Any]:
+        """The run's report: frozen once settled, live while it runs."""
+        run = await self.find(run_id)
+        if run.report is not None:
+            return run.report
+        judgements, verdict = await self.judge(run)
+
+        return report.build(run, judgements, verdict)
+
+    async def progress(self, run_id: str) -> dict[str, Any]:
+        """How far a run has come."""
+        run = await self.find(run_id)
+        counts = await self.store.chunk_counts(run.id)
+
+        return {
+            "run": run.id,
+            "kind": run.kind,
+            "finished": run.finished_at is not None,
+            "verdict": run.verdict,
+            "chunks": sum(counts.values()),
+            "chunks_done": counts.get("done", 0),
+            "deadline_in_s": max(0.0, round(run.deadline - time.time(), 1)),
+        }
+
+    async def settle(self) -> list[str]:
+        """Freeze the report of every run that is complete or past its deadline."""
+        settled = []
+        now = time.time()
+        for run in await self.store.unfinished_runs():
+            counts = await self.store.chunk_counts(run.id)
+            complete = counts.get("done", 0) == sum(counts.values())
+            if not complete and now < run.deadline:
+                continue
+            judgements, verdict = await self.judge(run, final=True)
+            finished = RunRecord(**{**run.__dict__, "finished_at": now})
+            body = report.build(finished, judgements, verdict)
+            await self.store.finish_run(run.id, str(verdict), body, now)
+            log.info(
+                "run_settled",
+                run=run.id,
+                verdict=str(verdict),
+                elapsed_s=round(now - run.created_at, 1),
+                timed_out=not complete,
+            )
+            settled.append(run.id)
+
+        return settled
+
+
+def _pair_record(pair: Pair) -> PairRecord:
+    allowed: dict[str, Any] | None = None
+    if pair.allowed_tcp is not None or pair.allowed_udp is not None:
+        allowed = {"tcp": pair.allowed_tcp or [], "udp": pair.allowed_udp or []}
+
+    return PairRecord(pair.src, pair.dst, str(pair.expect), allowed)

@@ -1,0 +1,53 @@
+"""Running the coordinator service: open the store, listen, stop on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import structlog
+from aiohttp import web
+
+from coordinator.dispatch import Dispatcher, QueueConfig
+from coordinator.errors import UsageError
+from coordinator.runs import RunManager
+from coordinator.service import make_app
+from coordinator.store import DEFAULT_DB_URL, Store
+
+log = structlog.get_logger(__name__)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` as a pair; raise ``UsageError`` if it is not one."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(listen, "--listen takes HOST:PORT, e.g. 127.0.0.1:8470")
+
+    return host, int(port)
+
+
+async def serve(listen: str, db_url: str | None) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    host, port = parse_listen(listen)
+    url = db_url or os.environ.get("SEGSCAN_DB_URL") or DEFAULT_DB_URL
+    store = await Store.open(url)
+    manager = RunManager(store, Dispatcher(QueueConfig.from_env()))
+    runner = web.AppRunner(make_app(manager), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UsageError(listen, f"cannot listen: {exc.strerror}") from exc
+    log.info("coordinator_listening", listen=listen, db=url.split("://")[0])
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("coordinator_stopping")
+    await runner.cleanup()
+    await store.close()

@@ -1,0 +1,211 @@
+"""The coordinator's HTTP service: result intake, heartbeats, health, runs.
+
+Agents post msgpack; operators' commands speak JSON.  A background task
+settles runs that are complete or past their deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from coordinator.errors import CoordinatorError, NotFoundError, QueueError
+from coordinator.policy import parse_policy
+from coordinator.runs import RunManager
+from coordinator.store import Intake, Store
+from protocol import codec
+from protocol.errors import ProtocolError
+from protocol.messages import Heartbeat, Result
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+SETTLE_INTERVAL_S = 1.0
+
+MANAGER = web.AppKey("manager", RunManager)
+STORE = web.AppKey("store", Store)
+
+_INTAKE_STATUS = {
+    Intake.STORED: 200,
+    Intake.DUPLICATE: 200,
+    Intake.UNKNOWN: 404,
+    Intake.WRONG_SUBNET: 409,
+}
+
+
+def make_app(manager: RunManager) -> web.Application:
+    """The aiohttp application around a run manager."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[MANAGER] = manager
+    app[STORE] = manager.store
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/v1/results", post_result)
+    app.router.add_post("/v1/heartbeats", post_heartbeat)
+    app.router.add_get("/v1/runs", list_runs)
+    app.router.add_post("/v1/runs", post_run)
+    app.router.add_get("/v1/runs/{run}", get_run)
+    app.router.add_get("/v1/runs/{run}/report", get_report)
+    app.router.add_post("/v1/rescans", post_rescan)
+    app.router.add_get("/v1/agents", list_agents)
+    app.cleanup_ctx.append(_settler)
+
+    return app
+
+
+async def _settler(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_settle_forever(app[MANAGER]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _settle_forever(manager: RunManager) -> None:
+    while True:
+        try:
+            await manager.settle()
+        except Exception:
+            log.exception("settle_failed")
+        await asyncio.sleep(SETTLE_INTERVAL_S)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def post_result(request: web.Request) -> web.Response:
+    body = await request.read()
+    try:
+        result = codec.decode(body, Result)
+    except ProtocolError as exc:
+        log.warning("result_rejected", reason=exc.detail, peer=request.remote)
+        return web.json_response({"error": str(exc)}, status=400)
+    intake = await request.app[STORE].add_result(result, body)
+    log.info(
+        "result_received",
+        run=result.run_id,
+        pair=f"{result.src} -> {result.dst}",
+        assignment=result.assignment_id,
+        agent=result.agent,
+        findings=len(result.findings),
+        intake=str(intake),
+    )
+
+    return web.json_response({"status": str(intake)}, status=_INTAKE_STATUS[intake])
+
+
+async def post_heartbeat(request: web.Request) -> web.Response:
+    try:
+        beat = codec.decode(await request.read(), Heartbeat)
+    except ProtocolError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    await request.app[STORE].touch_agent(
+        beat.agent, beat.subnet, time.time(), beat.assignment_id
+    )
+
+    return web.Response(status=204)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    runs = await request.app[STORE].runs()
+
+    return web.json_response(
+        [
+            {
+                "run": r.id,
+                "kind": r.kind,
+                "base_run": r.base_run,
+                "created_at": r.created_at,
+                "finished_at": r.finished_at,
+                "verdict": r.verdict,
+            }
+            for r in runs
+        ]
+    )
+
+
+async def post_run(request: web.Request) -> web.Response:
+    data = await _json(request)
+    try:
+        policy = parse_policy(str(data.get("policy", "")), str(data.get("source")))
+        run = await request.app[MANAGER].start(policy)
+    except CoordinatorError as exc:
+        return _error(exc)
+
+    return web.json_response({"run": run.id}, status=201)
+
+
+async def post_rescan(request: web.Request) -> web.Response:
+    data = await _json(request)
+    try:
+        run = await request.app[MANAGER].rescan(
+            str(data.get("src")),
+            str(data.get("dst")),
+            str(data.get("direction", "both")),
+            data.get("base_run"),
+        )
+    except CoordinatorError as exc:
+        return _error(exc)
+
+    return web.json_response({"run": run.id}, status=201)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    try:
+        progress = await request.app[MANAGER].progress(request.match_info["run"])
+    except CoordinatorError as exc:
+        return _error(exc)
+
+    return web.json_response(progress)
+
+
+async def get_report(request: web.Request) -> web.Response:
+    try:
+        body = await request.app[MANAGER].report(request.match_info["run"])
+    except CoordinatorError as exc:
+        return _error(exc)
+
+    return web.json_response(body)
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    now = time.time()
+    agents = await request.app[STORE].agents()
+
+    return web.json_response(
+        [
+            {
+                "agent": a.id,
+                "subnet": a.subnet,
+                "last_seen_s_ago": round(now - a.last_seen, 1),
+                "assignment": a.assignment_id,
+            }
+            for a in agents
+        ]
+    )
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="body is not JSON") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(reason="body is not a JSON object")
+
+    return data
+
+
+def _error(exc: CoordinatorError) -> web.Response:
+    status = 404 if isinstance(exc, NotFoundError) else 400
+    if isinstance(exc, QueueError):
+        status = 503
+    body = {"error": str(exc), "kind": type(exc).__name__, "subject": exc.subject}
+
+    return web.json_response(body, status=status)

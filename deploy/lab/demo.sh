@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The founding case, end to end on one machine: build the lab, run the 54
+# directed pairs, print the matrix and verdict, write the reports, tear down.
+# Exits with the run's verdict code (0 pass, 1 violation, 2 usage, 3 inconclusive).
+set -uo pipefail
+out=${1:-out/demo}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: the lab needs root (network namespaces, nftables)" >&2
+  exit 2
+fi
+if segscan-lab status >/dev/null 2>&1; then
+  echo "demo: a lab is already up; take it down first with: segscan-lab down" >&2
+  exit 2
+fi
+
+trap 'segscan-lab down >/dev/null 2>&1' EXIT
+segscan-lab up "$here/founding/lab.yaml" || exit 2
+
+coordinator run --policy "$here/founding/policy.yaml" --wait
+code=$?
+coordinator report latest --format json -o "$out/report.json" >/dev/null
+coordinator report latest --format text -o "$out/report.txt" >/dev/null
+echo "demo: reports written to $out/"
+exit "$code"
