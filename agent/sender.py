@@ -1,0 +1,120 @@
+"""Posts results and heartbeats to the coordinator, as msgpack over HTTP.
+
+aiohttp errors and unexpected answers become ``CoordinatorError`` here, naming
+the URL and what the coordinator said.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Self
+
+import aiohttp
+
+from agent.errors import CoordinatorError
+from protocol import codec
+from protocol.messages import Heartbeat, Result
+
+MSGPACK = "application/msgpack"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Health:
+    """What ``GET /healthz`` said, and the coordinator's clock when it said it."""
+
+    status: str
+    server_time: float | None  # from the HTTP Date header, to the second
+
+
+class Sender:
+    """An HTTP client of one coordinator; use as ``async with Sender(url)``."""
+
+    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post_result(self, result: Result) -> str:
+        """Deliver ``result``; return the coordinator's "stored" or "duplicate"."""
+        reply = await self._request("POST", "/v1/results", codec.encode(result), 200)
+
+        return str(reply.get("status", "stored"))
+
+    async def post_heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Tell the coordinator this agent is alive and what it is doing."""
+        await self._request("POST", "/v1/heartbeats", codec.encode(heartbeat), 204)
+
+    async def health(self) -> Health:
+        """Ask ``/healthz`` whether the coordinator is up."""
+        url = f"{self.base_url}/healthz"
+        async with _translated(url), self._open().get(url) as response:
+            body = await _json_body(response, url, 200)
+            date = response.headers.get("Date")
+
+        return Health(str(body.get("status", "")), _timestamp(date))
+
+    async def _request(
+        self, method: str, path: str, body: bytes, expected: int
+    ) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+        headers = {"Content-Type": MSGPACK}
+        async with (
+            _translated(url),
+            self._open().request(method, url, data=body, headers=headers) as response,
+        ):
+            return await _json_body(response, url, expected)
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise CoordinatorError(self.base_url, "used outside 'async with'")
+        return self._session
+
+
+async def _json_body(
+    response: aiohttp.ClientResponse, url: str, expected: int
+) -> dict[str, Any]:
+    """The JSON body of an answer with status ``expected``; else an error."""
+    is_json = response.content_type == "application/json"
+    body = await response.json() if is_json else {}
+    if not isinstance(body, dict):
+        body = {}
+    if response.status != expected:
+        detail = f": {body['error']}" if "error" in body else ""
+        raise CoordinatorError(
+            url,
+            f"answered {response.status} {response.reason}{detail}",
+            status=response.status,
+        )
+
+    return body
+
+
+def _timestamp(date: str | None) -> float | None:
+    """Seconds since the epoch of an HTTP Date header, if it parses."""
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _translated(url: str) -> AsyncIterator[None]:
+    """Turn what aiohttp raises into a ``CoordinatorError`` about ``url``."""
+    try:
+        yield
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        message = str(exc) or type(exc).__name__
+        raise CoordinatorError(url, f"request failed: {message}") from exc
