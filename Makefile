@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT := out/demo
+# checkov pins an older botocore than aiobotocore needs, so it lives apart.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 .PHONY: setup demo test lint clean
 
@@ -26,8 +29,14 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==3.3.30'
+
+test: lint $(CHECKOV)
+	PATH="$(CURDIR)/$(BIN):$$PATH" SEGSCAN_CHECKOV="$(CURDIR)/$(CHECKOV)" \
+		$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -3,58 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
 from coordinator.report import schema
+from tests.e2e.conftest import cli as _cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-FOUNDING = Path(__file__).parents[2] / "deploy" / "lab" / "founding"
 CDE = [f"cde-{c}" for c in "abcdefghi"]
 CORP = ["corp-a", "corp-b", "corp-c"]
 HOLE = ("corp-b", "cde-c")  # corp-b may reach 10.0.3.5 on tcp/5432
-
-
-def _cli(*args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(args), capture_output=True, text=True, timeout=timeout_s, check=False
-    )
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[None]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    _cli("segscan-lab", "down")
-    up = _cli("segscan-lab", "up", str(FOUNDING / "lab.yaml"))
-    assert up.returncode == 0, up.stderr
-    try:
-        yield
-    finally:
-        down = _cli("segscan-lab", "down")
-        assert down.returncode == 0, down.stderr
-
-
-@pytest.fixture(scope="module")
-def founding_run(lab: None) -> tuple[int, dict[str, Any]]:
-    done = _cli(
-        "coordinator",
-        "run",
-        "--policy",
-        str(FOUNDING / "policy.yaml"),
-        "--wait",
-        "--json",
-    )
-    assert done.stdout, done.stderr
-
-    return done.returncode, json.loads(done.stdout)
 
 
 def _verdicts(report: dict[str, Any]) -> dict[tuple[str, str], str]:

@@ -1,0 +1,32 @@
+# The coordinator image: small, non-root, carrying the reviewed policy and
+# network map that scheduled runs and change-triggered rescans read.
+# Build from the repository root (deploy/aws/README.md, step 2):
+#   docker build -f deploy/aws/coordinator.Dockerfile -t segscan-coordinator .
+
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml ./
+COPY agent/ agent/
+COPY coordinator/ coordinator/
+COPY protocol/ protocol/
+COPY deploy/ deploy/
+# asyncpg is the driver behind SEGSCAN_DB_URL=postgresql+asyncpg://...
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . "asyncpg>=0.29"
+
+FROM python:3.11-slim-bookworm
+ARG POLICY=deploy/aws/founding/policy.yaml
+ARG NETWORK=deploy/aws/founding/network.yaml
+RUN groupadd --system --gid 10001 segscan \
+ && useradd --system --uid 10001 --gid segscan --no-create-home \
+      --shell /usr/sbin/nologin segscan
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links /wheels segscan asyncpg
+COPY --chmod=0644 ${POLICY} /etc/segscan/policy.yaml
+COPY --chmod=0644 ${NETWORK} /etc/segscan/network.yaml
+USER 10001:10001
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+EXPOSE 8470
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["coordinator", "healthcheck", "--url", "http://127.0.0.1:8470"]
+ENTRYPOINT ["coordinator"]
+CMD ["serve", "--listen", "0.0.0.0:8470"]
