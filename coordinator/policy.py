@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 
 from coordinator.errors import PolicyError
-from protocol.documents import Document, DocumentError, parse_document
+from protocol.documents import Document, DocumentError, parse_document, read_text
 from protocol.messages import ScanKind
-from protocol.ports import PortRanges, parse_ports
+from protocol.ports import PortRanges, count, parse_ports
 
 
 class Expect(enum.StrEnum):
@@ -50,11 +50,17 @@ class _ScanDoc(msgspec.Struct, forbid_unknown_fields=True):
     chunk_probes: int = 2_000_000
 
 
+class _AssessmentDoc(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    tester: str | None = None
+    organisation: str | None = None
+
+
 class _PolicyDoc(msgspec.Struct, forbid_unknown_fields=True):
     version: int
     segments: dict[str, _SegmentDoc]
     rules: list[_RuleDoc]
     scan: _ScanDoc = msgspec.field(default_factory=_ScanDoc)
+    assessment: _AssessmentDoc = msgspec.field(default_factory=_AssessmentDoc)
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,9 @@ class Policy:
     segments: dict[str, tuple[str, ...]]
     pairs: tuple[Pair, ...]
     scan: ScanSettings
+    # Who tests, for whom: the report names them (PCI DSS 11.4.5 evidence).
+    tester: str | None = None
+    organisation: str | None = None
 
     @property
     def sha256(self) -> str:
@@ -112,9 +121,9 @@ class Policy:
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; raise ``PolicyError`` naming file and line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(str(path), f"cannot read policy: {exc.strerror}") from exc
+        text = read_text(path)
+    except DocumentError as exc:
+        raise PolicyError(str(path), exc.message) from exc
 
     return parse_policy(text, str(path))
 
@@ -125,7 +134,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         doc = parse_document(text, source)
         raw = doc.convert(_PolicyDoc)
         if raw.version != 1:
-            raise doc.error(f"unsupported policy version {raw.version} (expected 1)")
+            raise doc.error(
+                f"unsupported policy version {raw.version} (expected 1)", "version"
+            )
         subnets = _subnets(doc, raw)
         segments = {name: tuple(seg.subnets) for name, seg in raw.segments.items()}
         pairs = _pairs(doc, raw, subnets, segments)
@@ -134,7 +145,16 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         where = f"{exc.path}:{exc.line}" if exc.line else exc.path
         raise PolicyError(where, exc.message) from exc
 
-    return Policy(source, text, subnets, segments, pairs, scan)
+    return Policy(
+        source,
+        text,
+        subnets,
+        segments,
+        pairs,
+        scan,
+        raw.assessment.tester,
+        raw.assessment.organisation,
+    )
 
 
 def _subnets(doc: Document, raw: _PolicyDoc) -> dict[str, Subnet]:
@@ -226,7 +246,13 @@ def _scan(doc: Document, raw: _ScanDoc) -> ScanSettings:
         raise doc.error("rate must be at least 1 probe per second", "scan", "rate")
     if not 1 <= raw.passes <= 10:
         raise doc.error("passes must be between 1 and 10", "scan", "passes")
-    if raw.chunk_probes < 1000:
-        raise doc.error("chunk_probes must be at least 1000", "scan", "chunk_probes")
+    per_address = count(tcp) + count(udp)
+    if raw.chunk_probes < max(1000, per_address):
+        raise doc.error(
+            f"chunk_probes must be at least 1000 and cover one address's "
+            f"{per_address} ports",
+            "scan",
+            "chunk_probes",
+        )
 
     return ScanSettings(tcp, udp, raw.rate, raw.passes, raw.engine, raw.chunk_probes)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from protocol import codec
 from protocol.messages import Assignment, Result
@@ -192,37 +192,49 @@ class Store:
             )
 
     async def add_result(self, result: Result, body: bytes) -> Intake:
-        """Store a result once; a second copy of the same chunk's result is a no-op."""
+        """Store a result once; a second copy of the same chunk's result is a no-op.
+
+        The chunk is claimed with one conditional UPDATE, so two copies arriving
+        together cannot both be stored; the result is filed under the chunk's
+        own run, whatever run the sender named.
+        """
         async with self.engine.begin() as conn:
-            row = (
+            claimed = (
                 await conn.execute(
-                    sa.select(chunks.c.src, chunks.c.state).where(
-                        chunks.c.id == result.assignment_id
+                    sa.update(chunks)
+                    .where(
+                        chunks.c.id == result.assignment_id,
+                        chunks.c.src == result.src,
+                        chunks.c.state == ChunkState.QUEUED,
                     )
+                    .values(state=ChunkState.DONE)
+                    .returning(chunks.c.run_id)
                 )
             ).first()
-            if row is None:
-                return Intake.UNKNOWN
-            if row.src != result.src:
-                return Intake.WRONG_SUBNET
-            if row.state == ChunkState.DONE:
-                return Intake.DUPLICATE
+            if claimed is None:
+                return await self._refusal(conn, result)
             await conn.execute(
                 sa.insert(results).values(
                     assignment_id=result.assignment_id,
-                    run_id=result.run_id,
+                    run_id=claimed.run_id,
                     agent=result.agent,
                     received_at=time.time(),
                     body=body,
                 )
             )
-            await conn.execute(
-                sa.update(chunks)
-                .where(chunks.c.id == result.assignment_id)
-                .values(state=ChunkState.DONE)
-            )
 
         return Intake.STORED
+
+    @staticmethod
+    async def _refusal(conn: AsyncConnection, result: Result) -> Intake:
+        query = sa.select(chunks.c.src).where(chunks.c.id == result.assignment_id)
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return Intake.UNKNOWN
+        if row.src != result.src:
+            return Intake.WRONG_SUBNET
+
+        return Intake.DUPLICATE
 
     async def run(self, run_id: str) -> RunRecord | None:
         async with self.engine.connect() as conn:

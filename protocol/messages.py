@@ -8,10 +8,14 @@ commands (DESIGN.md, "Trust model").
 from __future__ import annotations
 
 import enum
+from ipaddress import IPv4Address
+from typing import Annotated
 
 import msgspec
 
-from protocol.ports import PortRanges
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+WirePorts = tuple[tuple[Port, Port], ...]
 
 PROTOCOL_VERSION = 1
 
@@ -85,10 +89,10 @@ class Assignment(_Message, frozen=True, tag="assignment"):
     src: str
     dst: str
     targets: tuple[str, ...]  # IPv4 networks in CIDR form
-    tcp: PortRanges
-    udp: PortRanges
-    rate_pps: int
-    passes: int
+    tcp: WirePorts
+    udp: WirePorts
+    rate_pps: Annotated[int, msgspec.Meta(ge=1)]
+    passes: Annotated[int, msgspec.Meta(ge=1, le=10)]
     issued_at: float  # seconds since the epoch
     expires_at: float
     kind: ScanKind = ScanKind.AUTO
@@ -100,20 +104,25 @@ class Finding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ip: str
     proto: Proto
-    ports: PortRanges
+    ports: Annotated[WirePorts, msgspec.Meta(min_length=1)]
     state: PortState
     reason: Reason
-    ttl: int | None = None
+    ttl: Annotated[int, msgspec.Meta(ge=0, le=255)] | None = None
+
+    def __post_init__(self) -> None:
+        IPv4Address(self.ip)  # a ValueError here fails decoding, naming the field
+        if any(first > last for first, last in self.ports):
+            raise ValueError(f"port range runs backwards in {self.ports}")
 
 
 class Coverage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How much of a chunk was probed: silence only counts when this is full."""
 
-    planned: int
-    sent: int
-    answered: int
-    passes: int
-    dropped: int = 0  # probes or replies the kernel dropped
+    planned: Count
+    sent: Count
+    answered: Count
+    passes: Count
+    dropped: Count = 0  # probes or replies the kernel dropped
 
 
 class Result(_Message, frozen=True, tag="result"):

@@ -86,11 +86,6 @@ def test_chunk_targets_are_the_fewest_cidrs_for_the_block() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the planner never splits ports: with more ports per address than "
-    "chunk_probes, each one-address chunk exceeds the bound (here 65x)",
-)
 def test_no_chunk_exceeds_chunk_probes_even_with_every_tcp_port() -> None:
     """Refusing such a policy is as good a fix as splitting the ports."""
     try:

@@ -134,12 +134,6 @@ async def test_a_result_from_another_subnet_is_refused(
     assert await store.chunk_counts("run-1") == {"queued": 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="add_result checks existence then inserts without a lock; two "
-    "copies of one result arriving together raise IntegrityError (HTTP 500) "
-    "instead of stored + duplicate",
-)
 async def test_two_copies_arriving_together_are_stored_once(
     store: Store, planned: list[Assignment], result_for: ResultFor
 ) -> None:
@@ -150,11 +144,6 @@ async def test_two_copies_arriving_together_are_stored_once(
     assert sorted(intakes) == [Intake.DUPLICATE, Intake.STORED]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="add_result files the result under result.run_id, not the chunk's "
-    "run: the chunk counts as done yet its run never sees the result",
-)
 async def test_a_chunk_counted_done_has_a_result_its_run_can_see(
     store: Store, planned: list[Assignment], result_for: ResultFor
 ) -> None:

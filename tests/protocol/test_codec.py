@@ -144,12 +144,6 @@ def test_from_text_rejects_bodies_that_are_not_base64(body: str) -> None:
         codec.from_text(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Finding/Coverage accept ports outside 1-65535, reversed or empty "
-    "ranges, non-IPv4 addresses and negative counts; the report then breaks "
-    "its own schema",
-)
 @pytest.mark.parametrize(
     ("finding", "coverage"),
     [

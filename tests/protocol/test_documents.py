@@ -118,11 +118,6 @@ def test_error_builds_a_document_error_at_a_value() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="msgspec writes dict keys as `[...]` in its error path; _parse_path "
-    "drops them, so the line is the dict's parent, not the entry",
-)
 def test_a_validation_error_under_a_mapping_key_names_the_entrys_line() -> None:
     text = "name: lab\nprobes: []\nlabels:\n  x: 1\n  y: two\n"
 
@@ -157,11 +152,6 @@ def test_load_document_of_a_directory_says_it_cannot_read(tmp_path: Path) -> Non
         load_document(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_document catches only OSError; a file that is not UTF-8 "
-    "raises a bare UnicodeDecodeError",
-)
 def test_load_document_of_a_file_that_is_not_utf8_is_a_document_error(
     tmp_path: Path,
 ) -> None:
