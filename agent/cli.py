@@ -1,8 +1,10 @@
 """The ``agent`` command: ``run`` (the service), ``scan`` (one local scan), ``check``.
 
-``agent scan`` refuses no target: the approved-scope guard (DESIGN.md, "Trust
-model", point 3) is not part of this build yet, so the operator answers for
-what it is pointed at.  Every error is one line on stderr with the documented
+``agent run`` runs only signed assignments inside the approved scope
+(agent/verify.py); ``agent scope verify`` checks a scope file as the agent
+would.  ``agent scan`` is a tool for a person at the agent's own shell, who
+answers for what it is pointed at: the scope guards what arrives from the
+queue, not the host's operator.  Every error is one line on stderr with the documented
 exit code: 2 for usage and configuration, 3 when a dependency is unreachable.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -17,6 +20,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any, NoReturn
 
 import msgspec
@@ -28,9 +32,11 @@ from agent.engines import choose_engine, raw_sockets_available
 from agent.errors import EXIT_INCONCLUSIVE, EXIT_OK, AgentError
 from agent.queue import AssignmentQueue
 from agent.runner import expand_targets, serve
+from agent.scope import verify_file
 from agent.sender import Health, Sender
 from protocol.messages import ScanKind
 from protocol.ports import PortRanges, format_ports, parse_ports
+from protocol.scope import describe
 
 MAX_CLOCK_SKEW_S = 10.0  # assignments expire within minutes; seconds matter
 
@@ -50,7 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    await serve(AgentConfig.from_env())
+    config = AgentConfig.from_env()
+    if args.allow_root:
+        config = dataclasses.replace(config, allow_root=True)
+    await serve(config)
+
+    return EXIT_OK
+
+
+async def _scope_verify(args: argparse.Namespace) -> int:
+    scope = verify_file(args.scope, args.key)
+    print(f"{args.scope}: signature ok")
+    for line in describe(scope):
+        print(f"  {line}")
 
     return EXIT_OK
 
@@ -196,13 +214,30 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="serve this subnet's assignments")
+    run.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="run as root anyway (SEGSCAN_ALLOW_ROOT=1); it needs only CAP_NET_RAW",
+    )
     run.set_defaults(command=_run)
+
+    scope = commands.add_parser("scope", help="approved scope files")
+    scope_commands = scope.add_subparsers(required=True, metavar="COMMAND")
+    verify = scope_commands.add_parser(
+        "verify", help="check a scope file's signature and contents"
+    )
+    verify.add_argument("scope", type=Path, metavar="SCOPE", help="scope YAML file")
+    verify.add_argument(
+        "--key", type=Path, required=True, help="the scope owner's public key (PEM)"
+    )
+    verify.set_defaults(command=_scope_verify)
 
     scan = commands.add_parser(
         "scan",
         help="scan from here, once",
-        description="Scan from this host, once.  No scope is enforced here yet: "
-        "it probes whatever it is given, so give it only what you may scan.",
+        description="Scan from this host, once.  The approved scope guards "
+        "assignments, not this command: it probes whatever it is given, so give "
+        "it only what you may scan.",
     )
     scan.add_argument(
         "targets", metavar="TARGETS", type=_targets, help="IPs/CIDRs, comma-separated"

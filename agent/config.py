@@ -16,6 +16,16 @@ from protocol.messages import ScanKind
 DEFAULT_QUEUE_PREFIX = "segscan-"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_STATE_DIR = "/var/lib/segscan-agent"
+DEFAULT_LEASE_S = 120
+# A refused message comes back this much later, not at the queue's default:
+# one security event per message every few minutes until redrive takes it.
+DEFAULT_REJECTED_HIDE_S = 300
+MAX_VISIBILITY_S = 43_200  # SQS ChangeMessageVisibility's upper bound
+# Where the agent image keeps what it trusts (deploy/aws/README.md, step 4).
+DEFAULT_COORDINATOR_KEY = "/etc/segscan/keys/assignments.pem"
+DEFAULT_SCOPE_KEY = "/etc/segscan/keys/scopes.pem"
+DEFAULT_SCOPE = "/etc/segscan/scope"
+AGENT_KEY_FILE = "agent-key.pem"  # in the state directory, unless set
 
 # SQS queue names: 1-80 characters, alphanumerics, hyphens and underscores
 # (Amazon SQS Developer Guide, "Quotas related to queues").
@@ -34,6 +44,15 @@ class AgentConfig:
     coordinator_url: str
     engine: ScanKind
     state_dir: Path  # where results wait until the coordinator accepts them
+    coordinator_key: Path = Path(DEFAULT_COORDINATOR_KEY)  # verifies assignments
+    scope: Path = Path(DEFAULT_SCOPE)  # a scope file, or a directory of them
+    scope_key: Path = Path(DEFAULT_SCOPE_KEY)  # verifies the scope
+    agent_key: str = ""  # signs what it posts: a PEM path or a KMS key ARN
+    allow_root: bool = False
+    # Delivery (agent/lease.py): how long a held message stays hidden per
+    # renewal, and how long a refused one hides before its next receive.
+    lease_s: int = DEFAULT_LEASE_S
+    rejected_hide_s: int = DEFAULT_REJECTED_HIDE_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
@@ -48,6 +67,8 @@ class AgentConfig:
                 "(letters, digits, '-' and '_', at most 80)",
             )
 
+        state_dir = Path(env.get("SEGSCAN_STATE_DIR") or DEFAULT_STATE_DIR)
+
         return cls(
             subnet=subnet,
             agent_id=env.get("SEGSCAN_AGENT_ID") or f"{subnet}@{socket.gethostname()}",
@@ -56,7 +77,18 @@ class AgentConfig:
             region=env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
             coordinator_url=_url(env, "SEGSCAN_COORDINATOR_URL", required=True),
             engine=_engine(env),
-            state_dir=Path(env.get("SEGSCAN_STATE_DIR") or DEFAULT_STATE_DIR),
+            state_dir=state_dir,
+            coordinator_key=_path(
+                env, "SEGSCAN_COORDINATOR_KEY", DEFAULT_COORDINATOR_KEY
+            ),
+            scope=_path(env, "SEGSCAN_SCOPE", DEFAULT_SCOPE),
+            scope_key=_path(env, "SEGSCAN_SCOPE_KEY", DEFAULT_SCOPE_KEY),
+            agent_key=env.get("SEGSCAN_AGENT_KEY") or str(state_dir / AGENT_KEY_FILE),
+            allow_root=_flag(env, "SEGSCAN_ALLOW_ROOT"),
+            lease_s=_seconds(env, "SEGSCAN_LEASE_S", DEFAULT_LEASE_S, 30),
+            rejected_hide_s=_seconds(
+                env, "SEGSCAN_REJECTED_HIDE_S", DEFAULT_REJECTED_HIDE_S, 0
+            ),
         )
 
 
@@ -75,6 +107,31 @@ def _url(env: Mapping[str, str], name: str, *, required: bool = False) -> str:
         raise ConfigError(name, f"{value!r} is not an http:// or https:// URL")
 
     return value.rstrip("/")
+
+
+def _path(env: Mapping[str, str], name: str, default: str) -> Path:
+    return Path(env.get(name, "").strip() or default)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value not in ("", "0", "1", "false", "true", "no", "yes"):
+        raise ConfigError(name, f"{value!r} is not 1/0, true/false or yes/no")
+
+    return value in ("1", "true", "yes")
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int, least: int) -> int:
+    """A whole number of seconds within SQS's visibility limit (12 hours)."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not least <= int(value) <= MAX_VISIBILITY_S:
+        raise ConfigError(
+            name, f"{value!r} is not a number of seconds from {least} to 43200"
+        )
+
+    return int(value)
 
 
 def _engine(env: Mapping[str, str]) -> ScanKind:

@@ -6,7 +6,8 @@
     ├── ScanError         a scan request no engine here can carry out
     │                     (the engine)
     ├── AssignmentError   a queue message the agent refuses to run
-    │                     (the message id; ``reason`` says why)
+    │                     (the message id; ``reason`` says why, ``assignment``
+    │                     is set when its signature verified)
     ├── QueueError        SQS refused or could not be reached (the queue)
     └── CoordinatorError  the coordinator could not be reached or rejected a
                           post (the URL)
@@ -15,6 +16,11 @@ A silent or unreachable target is never an error: engines report it as data.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from protocol.messages import Assignment
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -43,9 +49,16 @@ class ScanError(AgentError):
 class AssignmentError(AgentError):
     """A message that is not a valid assignment for this agent, right now."""
 
-    def __init__(self, subject: str, reason: str, message: str) -> None:
+    def __init__(
+        self,
+        subject: str,
+        reason: str,
+        message: str,
+        assignment: Assignment | None = None,
+    ) -> None:
         super().__init__(subject, message)
         self.reason = reason  # a short code for logs: expired, wrong-subnet, ...
+        self.assignment = assignment  # only once the coordinator's signature held
 
 
 class QueueError(AgentError):

@@ -1,18 +1,21 @@
 """The ``agent run`` loop: take assignments from the queue, scan, post results.
 
 A message is deleted only once the coordinator has answered 200 for its
-result (DESIGN.md, "Delivery guarantees"); until then SQS hands it out again.
-A message that is not a valid assignment for this agent now (undecodable,
-addressed to another subnet, expired) is never scanned and never answered: it
-is logged as the security event ``assignment_rejected`` and left on the queue
-(hidden for a few minutes), so that the queue's redrive policy moves it to the
-dead-letter queue, where it stays as evidence, after its maximum receive count.
+result (DESIGN.md, "Delivery guarantees"): from receipt until then it is held
+(agent/lease.py), and its result, once scanned, waits in the spool on disk
+(agent/spool.py) while agent/delivery.py re-sends it, so the agent goes on
+with the next message when the coordinator is away.
+A message the gate refuses (agent/verify.py: bad signature, expired, replayed,
+outside the approved scope...) is never scanned: it is logged as the security
+event ``assignment_rejected``, reported to the coordinator (agent/refusals.py)
+and left on the queue (hidden for a few minutes), so that the queue's redrive
+policy moves it to the dead-letter queue, where it stays as evidence, after
+its maximum receive count.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import signal
 import time
@@ -21,29 +24,29 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 
 import structlog
 
+from agent import privilege, refusals
 from agent.config import AgentConfig
+from agent.delivery import Delivery
 from agent.engine import ScanOutcome, ScanRequest
 from agent.engines import choose_engine
 from agent.errors import AssignmentError, CoordinatorError, QueueError, ScanError
+from agent.lease import Leases
 from agent.queue import MAX_WAIT_S, AssignmentQueue, QueueMessage
 from agent.sender import Sender
-from protocol import codec
-from protocol.errors import ProtocolError
+from agent.spool import Spool
+from agent.verify import Gate, open_agent_signer
 from protocol.messages import Assignment, Coverage, Heartbeat, Result, ScanKind
 from protocol.ports import count
 
 log = structlog.get_logger(__name__)
 
 HEARTBEAT_INTERVAL_S = 10.0
-# A message in hand is hidden for VISIBILITY_S and renewed every third of it,
-# so one failed renewal does not hand it to another receiver.
-VISIBILITY_S = 120
 MAX_TARGETS = 1 << 20  # a /12: more would not fit one chunk's memory or minutes
-# A rejected message comes back this much later, not at the queue's default:
-# one security event per message every few minutes until redrive takes it.
-REJECTED_HIDE_S = 300
 RETRY_FIRST_S = 1.0  # backoff while the queue cannot be reached
 RETRY_MAX_S = 60.0
+# Messages held while their results wait for the coordinator: past this many
+# the agent takes no new work, which would only pile up undeliverable too.
+MAX_HELD = 32
 
 
 class Disposition(enum.StrEnum):
@@ -51,27 +54,7 @@ class Disposition(enum.StrEnum):
 
     DONE = "done"  # result stored by the coordinator, message deleted
     REJECTED = "rejected"  # not scanned; left for the dead-letter queue
-    UNDELIVERED = "undelivered"  # result not accepted; message left to come back
-
-
-def read_assignment(message: QueueMessage, subnet: str, now: float) -> Assignment:
-    """The assignment in ``message``; raise ``AssignmentError`` unless it is
-    well-formed, addressed to ``subnet`` and not expired at ``now``."""
-    subject = f"message {message.message_id}"
-    try:
-        assignment = codec.decode(codec.from_text(message.body), Assignment)
-    except ProtocolError as exc:
-        raise AssignmentError(subject, "undecodable", str(exc)) from exc
-    if assignment.src != subnet:
-        raise AssignmentError(
-            subject, "wrong-subnet", f"addressed to {assignment.src!r}, not {subnet!r}"
-        )
-    if assignment.expires_at < now:
-        raise AssignmentError(
-            subject, "expired", f"expired {now - assignment.expires_at:.0f} s ago"
-        )
-
-    return assignment
+    UNDELIVERED = "undelivered"  # result spooled and its message held, not yet taken
 
 
 def expand_targets(
@@ -123,6 +106,7 @@ class Runner:
         config: AgentConfig,
         queue: AssignmentQueue,
         sender: Sender,
+        gate: Gate,
         *,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         clock: Callable[[], float] = time.time,
@@ -130,16 +114,30 @@ class Runner:
         self.config = config
         self.queue = queue
         self.sender = sender
+        self.gate = gate
         self.heartbeat_interval_s = heartbeat_interval_s
         self._clock = clock
         self._current: str | None = None  # the assignment being worked on
+        self.spool = Spool(config.state_dir / "spool")
+        self.leases = Leases(queue, config.state_dir / "leases", config.lease_s)
+        self.delivery = Delivery(self.spool, sender, self.leases, clock)
 
     async def run(self) -> None:
-        """Serve assignments and send heartbeats until cancelled."""
-        heartbeats = asyncio.create_task(self._heartbeats())
+        """Serve assignments, deliver the spool and send heartbeats until cancelled.
+
+        First the leases and spool a previous process left are taken up.
+        """
+        await self.leases.restore(lambda a: self.spool.load(a) is not None)
+        background = {
+            asyncio.create_task(self._heartbeats()),
+            asyncio.create_task(self.delivery.run()),
+        }
         retry_s = RETRY_FIRST_S
         try:
             while True:
+                if self.leases.held >= MAX_HELD:
+                    await asyncio.sleep(RETRY_FIRST_S)
+                    continue
                 try:
                     await self.run_once()
                 except QueueError as exc:
@@ -149,8 +147,10 @@ class Runner:
                 else:
                     retry_s = RETRY_FIRST_S
         finally:
-            heartbeats.cancel()
-            await asyncio.wait({heartbeats})
+            for task in background:
+                task.cancel()
+            await asyncio.wait(background)
+            await self.leases.close()
 
     async def run_once(self, wait_s: int = MAX_WAIT_S) -> Disposition | None:
         """Take one message, if one comes within ``wait_s``, and settle it."""
@@ -163,11 +163,16 @@ class Runner:
     async def handle(self, message: QueueMessage) -> Disposition:
         """Check, scan and report one message; delete it once its result is in."""
         try:
-            assignment = read_assignment(message, self.config.subnet, self._clock())
+            assignment = self.gate.admit(message)
         except AssignmentError as exc:
-            _log_rejected(message, exc)
-            await self.queue.change_visibility(message, REJECTED_HIDE_S)
+            await refusals.report(self.sender, self.config, message, exc, self._clock())
+            await self.queue.change_visibility(message, self.config.rejected_hide_s)
             return Disposition.REJECTED
+        if self.spool.acked(assignment.id):
+            # Stored before a crash lost the delete: delete, never scan again.
+            await self.queue.delete(message)
+            log.info("assignment_already_delivered", assignment=assignment.id)
+            return Disposition.DONE
 
         bound = log.bind(
             run=assignment.run_id,
@@ -175,33 +180,30 @@ class Runner:
             assignment=assignment.id,
         )
         started = time.monotonic()
+        await self.leases.hold(message, assignment.id, assignment.expires_at)
         try:
-            result = await self._work(message, assignment)
-            status = await self.sender.post_result(result)
-        except CoordinatorError as exc:
-            bound.warning(
-                "assignment_undelivered", error=str(exc), elapsed_s=_since(started)
-            )
-            return Disposition.UNDELIVERED
+            result = self.spool.load(assignment.id) or await self._work(assignment)
         except asyncio.CancelledError:
-            await self._release(message)
+            await self.leases.release(assignment.id)
+            log.info("assignment_abandoned", message_id=message.message_id)
             raise
-        await self.queue.delete(message)
+        self.spool.put(result)
+        status = await self.delivery.deliver(result)
+        if status is None:
+            bound.warning("assignment_undelivered", elapsed_s=_since(started))
+            return Disposition.UNDELIVERED
 
         log_at = bound.warning if result.error else bound.info
         log_at("assignment_done", elapsed_s=_since(started), **_summary(result, status))
         return Disposition.DONE
 
-    async def _work(self, message: QueueMessage, assignment: Assignment) -> Result:
-        """Scan while keeping ``message`` hidden and heartbeats naming the work."""
-        keeper = asyncio.create_task(self._keep_hidden(message))
+    async def _work(self, assignment: Assignment) -> Result:
+        """Scan, with heartbeats naming the work."""
         self._current = assignment.id
         try:
             return await self._scan(assignment)
         finally:
             self._current = None
-            keeper.cancel()
-            await asyncio.wait({keeper})
 
     async def _scan(self, assignment: Assignment) -> Result:
         """The result of ``assignment``; a failure becomes the result's error."""
@@ -236,20 +238,6 @@ class Runner:
             error=error,
         )
 
-    async def _keep_hidden(self, message: QueueMessage) -> None:
-        while True:
-            try:
-                await self.queue.change_visibility(message, VISIBILITY_S)
-            except QueueError as exc:
-                log.warning("visibility_not_extended", error=str(exc))
-            await asyncio.sleep(VISIBILITY_S / 3)
-
-    async def _release(self, message: QueueMessage) -> None:
-        """Hand ``message`` back to the queue at once: this agent is stopping."""
-        with contextlib.suppress(QueueError):
-            await self.queue.change_visibility(message, 0)
-        log.info("assignment_abandoned", message_id=message.message_id)
-
     async def _heartbeats(self) -> None:
         while True:
             heartbeat = Heartbeat(
@@ -267,18 +255,26 @@ class Runner:
 
 async def serve(config: AgentConfig) -> None:
     """Run the agent until SIGTERM or SIGINT; an assignment in hand goes back."""
+    privilege.check(config.allow_root)
+    gate = Gate.from_config(config)
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)
-    log.info("agent_started", subnet=config.subnet, queue=config.queue_name)
+    log.info(
+        "agent_started",
+        subnet=config.subnet,
+        queue=config.queue_name,
+        scope=gate.scope.source,
+    )
     try:
         async with (
+            open_agent_signer(config) as signer,
             AssignmentQueue.from_config(config) as queue,
-            Sender(config.coordinator_url) as sender,
+            Sender(config.coordinator_url, signer=signer) as sender,
         ):
-            await Runner(config, queue, sender).run()
+            await Runner(config, queue, sender, gate).run()
     except asyncio.CancelledError:
         log.info("agent_stopped", subnet=config.subnet)
     finally:
@@ -293,17 +289,6 @@ def _planned(assignment: Assignment) -> int:
         return 0
 
     return targets * (count(assignment.tcp) + count(assignment.udp))
-
-
-def _log_rejected(message: QueueMessage, exc: AssignmentError) -> None:
-    log.warning(
-        "assignment_rejected",
-        security_event=True,
-        reason=exc.reason,
-        detail=exc.message,
-        message_id=message.message_id,
-        receive_count=message.receive_count,
-    )
 
 
 def _since(started: float) -> float:

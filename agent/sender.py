@@ -1,7 +1,9 @@
-"""Posts results and heartbeats to the coordinator, as msgpack over HTTP.
+"""Posts results, heartbeats and refusals to the coordinator, as signed msgpack.
 
-aiohttp errors and unexpected answers become ``CoordinatorError`` here, naming
-the URL and what the coordinator said.
+Every post is a signed envelope (protocol/envelope.py) made with the agent's
+own key, which the coordinator knows as this subnet's.  aiohttp errors and
+unexpected answers become ``CoordinatorError`` here, naming the URL and what
+the coordinator said.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Any, Self
 import aiohttp
 
 from agent.errors import CoordinatorError
-from protocol import codec
-from protocol.messages import Heartbeat, Result
+from protocol import codec, envelope
+from protocol.envelope import Context
+from protocol.messages import Heartbeat, Refusal, Result
+from protocol.signer import Signer
+from protocol.signing import SignatureError
 
 MSGPACK = "application/msgpack"
 DEFAULT_TIMEOUT_S = 30.0
@@ -33,8 +38,14 @@ class Health:
 class Sender:
     """An HTTP client of one coordinator; use as ``async with Sender(url)``."""
 
-    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        signer: Signer | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.signer = signer  # needed for posts; ``health`` works without
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -49,13 +60,20 @@ class Sender:
 
     async def post_result(self, result: Result) -> str:
         """Deliver ``result``; return the coordinator's "stored" or "duplicate"."""
-        reply = await self._request("POST", "/v1/results", codec.encode(result), 200)
+        body = await self._sealed(codec.encode(result), Context.RESULT)
+        reply = await self._request("POST", "/v1/results", body, 200)
 
         return str(reply.get("status", "stored"))
 
     async def post_heartbeat(self, heartbeat: Heartbeat) -> None:
         """Tell the coordinator this agent is alive and what it is doing."""
-        await self._request("POST", "/v1/heartbeats", codec.encode(heartbeat), 204)
+        body = await self._sealed(codec.encode(heartbeat), Context.HEARTBEAT)
+        await self._request("POST", "/v1/heartbeats", body, 204)
+
+    async def post_refusal(self, refusal: Refusal) -> None:
+        """Tell the coordinator a queue message was refused, and why."""
+        body = await self._sealed(codec.encode(refusal), Context.REFUSAL)
+        await self._request("POST", "/v1/refusals", body, 200)
 
     async def health(self) -> Health:
         """Ask ``/healthz`` whether the coordinator is up."""
@@ -65,6 +83,14 @@ class Sender:
             date = response.headers.get("Date")
 
         return Health(str(body.get("status", "")), _timestamp(date))
+
+    async def _sealed(self, payload: bytes, context: Context) -> bytes:
+        if self.signer is None:
+            raise CoordinatorError(self.base_url, "no agent key to sign posts with")
+        try:
+            return await envelope.seal(payload, context, self.signer)
+        except SignatureError as exc:
+            raise CoordinatorError(self.base_url, f"cannot sign: {exc}") from exc
 
     async def _request(
         self, method: str, path: str, body: bytes, expected: int

@@ -1,4 +1,5 @@
-"""The ``coordinator`` command: serve, run, rescan, status, report, healthcheck.
+"""The ``coordinator`` command: serve, run, rescan, status, report, diff,
+evidence, healthcheck.
 
 Exit codes: 0 all pairs pass, 1 a violation, 2 usage or config error,
 3 inconclusive.  Every error is one line on stderr, never a traceback.
@@ -8,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import sys
-import time
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coordinator import logs
-from coordinator.client import Client, service_url
+from coordinator import csvout, diff, dot, evidence, html, logs, nmapxml, scopes, vault
+from coordinator.client import Client, operator_token, service_url
 from coordinator.errors import (
     EXIT_INCONCLUSIVE,
     EXIT_PASS,
@@ -26,6 +28,7 @@ from coordinator.errors import (
     UsageError,
 )
 from coordinator.policy import load_policy
+from coordinator.progress import ProgressBar
 from coordinator.report import render_matrix, render_text
 
 VERDICT_EXIT = {"pass": EXIT_PASS, "fail": EXIT_VIOLATION}
@@ -52,11 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--listen", default="127.0.0.1:8470", help="HOST:PORT")
     serve.add_argument("--db", default=None, help="database URL (SEGSCAN_DB_URL)")
+    serve.add_argument(
+        "--evidence", default=None, help="bundle directory (SEGSCAN_EVIDENCE_DIR)"
+    )
     serve.set_defaults(handler=_serve)
 
     run = _client_command(sub, "run", "plan and dispatch a run", _run)
     run.add_argument("--policy", required=True, type=Path, help="policy YAML file")
     run.add_argument("--wait", action="store_true", help="follow it to the verdict")
+    run.add_argument(
+        "--token", default=None, help="operator token (SEGSCAN_OPERATOR_TOKEN)"
+    )
 
     rescan = _client_command(sub, "rescan", "rescan one subnet pair", _rescan)
     rescan.add_argument("--pair", required=True, help="SRC:DST subnet names")
@@ -68,15 +77,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     rescan.add_argument("--run", default=None, help="base run (default: latest)")
     rescan.add_argument("--wait", action="store_true", help="follow it to the verdict")
+    rescan.add_argument("--token", default=None, help="operator token")
 
     _client_command(sub, "status", "runs and agents", _status)
 
     report = _client_command(sub, "report", "a run's report", _report)
     report.add_argument("run", nargs="?", default="latest", help="run id or latest")
-    report.add_argument("--format", choices=["json", "text"], default="text")
-    report.add_argument("-o", "--output", type=Path, help="write to FILE")
+    report.add_argument("--format", choices=sorted(RENDERERS), default="text")
+    report.add_argument(
+        "-o", "--output", type=Path, help="write to FILE (xml: a directory)"
+    )
+
+    drift = _client_command(sub, "diff", "what changed between two runs", _diff)
+    drift.add_argument("base", help="the earlier run")
+    drift.add_argument("head", nargs="?", default="latest", help="the later run")
+
+    bundle = sub.add_parser("evidence", help="evidence bundles").add_subparsers(
+        dest="action", required=True
+    )
+    check = bundle.add_parser("verify", help="check a bundle's signature and files")
+    check.add_argument("bundle", help="bundle directory or s3://BUCKET/PREFIX")
+    check.add_argument("--key", type=Path, help="the coordinator's public key (PEM)")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(handler=_verify)
+    fetch = _client_command(bundle, "fetch", "download a run's bundle", _fetch)
+    fetch.add_argument("run", nargs="?", default="latest", help="run id or latest")
+    fetch.add_argument("-o", "--output", type=Path, required=True, help="directory")
 
     _client_command(sub, "healthcheck", "exit 0 when the service is healthy", _health)
+    scopes.add_commands(sub)
 
     return parser
 
@@ -95,14 +124,14 @@ def _client_command(
 async def _serve(args: argparse.Namespace) -> int:
     from coordinator.server import serve
 
-    await serve(args.listen, args.db)
+    await serve(args.listen, args.db, args.evidence)
 
     return EXIT_PASS
 
 
 async def _run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
-    client = Client(service_url(args.url))
+    client = Client(service_url(args.url), operator_token(args.token))
     reply = await client.post(
         "/v1/runs", {"policy": policy.text, "source": str(args.policy)}
     )
@@ -114,7 +143,7 @@ async def _rescan(args: argparse.Namespace) -> int:
     src, sep, dst = args.pair.partition(":")
     if not sep or not src or not dst:
         raise UsageError(args.pair, "--pair takes SRC:DST, two subnet names")
-    client = Client(service_url(args.url))
+    client = Client(service_url(args.url), operator_token(args.token))
     body = {"src": src, "dst": dst, "direction": args.direction, "base_run": args.run}
     reply = await client.post("/v1/rescans", body)
 
@@ -136,22 +165,14 @@ async def _started(client: Client, run_id: str, args: argparse.Namespace) -> int
 
 
 async def _follow(client: Client, run_id: str) -> None:
-    tty = sys.stderr.isatty()
-    started = time.monotonic()
+    bar = ProgressBar(sys.stderr)
     while True:
-        progress = await client.get(f"/v1/runs/{run_id}")
-        if tty:
-            elapsed = time.monotonic() - started
-            sys.stderr.write(
-                f"\rrun {run_id}: {progress['chunks_done']}/{progress['chunks']} "
-                f"chunks, {elapsed:.0f}s"
-            )
-            sys.stderr.flush()
-        if progress["finished"]:
+        figures = await client.get(f"/v1/runs/{run_id}/live")
+        if figures["finished"]:
             break
+        bar.update(figures)
         await asyncio.sleep(POLL_S)
-    if tty:
-        sys.stderr.write("\n")
+    bar.finish(figures)
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -166,9 +187,10 @@ async def _status(args: argparse.Namespace) -> int:
         state = run["verdict"] or "running"
         print(f"  run {run['run']:24} {run['kind']:7} {state}")
     for agent in sorted(agents, key=lambda a: a["subnet"]):
+        silent = "  SILENT" if agent.get("silent") else ""
         print(
             f"  agent {agent['subnet']:12} {agent['agent']:32} "
-            f"seen {agent['last_seen_s_ago']}s ago"
+            f"seen {agent['last_seen_s_ago']}s ago{silent}"
         )
 
     return EXIT_PASS
@@ -177,15 +199,91 @@ async def _status(args: argparse.Namespace) -> int:
 async def _report(args: argparse.Namespace) -> int:
     client = Client(service_url(args.url))
     report = await client.get(f"/v1/runs/{args.run}/report")
-    as_json = args.json or args.format == "json"
-    text = json.dumps(report, indent=2) if as_json else render_text(report)
-    if args.output:
+    fmt = "json" if args.json else args.format
+    if fmt == "xml":
+        _write_xml(report, args.output)
+    elif args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+        args.output.write_text(RENDERERS[fmt](report), encoding="utf-8")
     else:
-        print(text)
+        sys.stdout.write(RENDERERS[fmt](report))
 
     return VERDICT_EXIT.get(report["verdict"], EXIT_INCONCLUSIVE)
+
+
+def _json_text(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2) + "\n"
+
+
+def _plain_text(report: dict[str, Any]) -> str:
+    return render_text(report) + "\n"
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "json": _json_text,
+    "text": _plain_text,
+    "html": html.render,
+    "csv": csvout.render,
+    "dot": dot.render,
+    "xml": _json_text,  # unused: xml is one file per source subnet, _write_xml
+}
+
+
+def _write_xml(report: dict[str, Any], directory: Path | None) -> None:
+    if directory is None:
+        raise UsageError("--format xml", "needs -o DIRECTORY: one file per source")
+    directory.mkdir(parents=True, exist_ok=True)
+    for src, text in nmapxml.render_all(report).items():
+        (directory / f"{src}.xml").write_text(text, encoding="utf-8")
+
+
+async def _diff(args: argparse.Namespace) -> int:
+    client = Client(service_url(args.url))
+    base = await client.get(f"/v1/runs/{args.base}/report")
+    head = await client.get(f"/v1/runs/{args.head}/report")
+    drift = diff.compare(base, head)
+    _emit(args, drift.as_dict(), diff.render_text(drift))
+
+    return EXIT_VIOLATION if drift.new_reachability else EXIT_PASS
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    if args.bundle.startswith("s3://"):
+        with tempfile.TemporaryDirectory(prefix="segscan-evidence-") as tmp:
+            local = await vault.download(args.bundle, Path(tmp))
+            outcome = evidence.verify_bundle(local, args.key)
+    else:
+        outcome = await asyncio.to_thread(_verify_local, Path(args.bundle), args.key)
+    if outcome.key_from_bundle:
+        print(
+            "coordinator: warning: checked with the key inside the bundle, which "
+            "proves integrity, not origin; pass --key PUB for that",
+            file=sys.stderr,
+        )
+    text = f"{args.bundle}: {'ok' if outcome.ok else 'FAILED'}, {outcome.files} files"
+    text += "".join(f"\n  {problem}" for problem in outcome.problems)
+    data = {"ok": outcome.ok, "files": outcome.files, "key_id": outcome.key_id}
+    _emit(args, data | {"problems": list(outcome.problems)}, text)
+
+    return EXIT_PASS if outcome.ok else EXIT_VIOLATION
+
+
+def _verify_local(bundle: Path, key: Path | None) -> evidence.Verification:
+    if not bundle.is_dir():
+        raise UsageError(str(bundle), "no such bundle directory")
+
+    return evidence.verify_bundle(bundle, key)
+
+
+async def _fetch(args: argparse.Namespace) -> int:
+    client = Client(service_url(args.url))
+    run = (await client.get(f"/v1/runs/{args.run}"))["run"]
+    reply = await client.get(f"/v1/runs/{run}/evidence")
+    files = {path: base64.b64decode(data) for path, data in reply["files"].items()}
+    await asyncio.to_thread(vault.write_tree, args.output, files)
+    _emit(args, {"run": run, "bundle": str(args.output)}, f"{run}: {args.output}")
+
+    return EXIT_PASS
 
 
 async def _health(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
-"""Sends assignments to the SQS queue of each source subnet.
+"""Sends assignments to the SQS queue of each source subnet, signed.
 
-The same aiobotocore code talks to AWS and to the local lab's moto server;
-only the endpoint differs.
+Each queue body is the base64 of a signed envelope (protocol/envelope.py)
+around the assignment, so agents verify the coordinator's signature before
+decoding anything.  The same aiobotocore code talks to AWS and to the local
+lab's moto server; only the endpoint differs.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from coordinator.errors import QueueError
-from protocol import codec
+from protocol import codec, envelope
+from protocol.envelope import Context
 from protocol.messages import Assignment
+from protocol.signer import Signer
+from protocol.signing import SignatureError
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +53,7 @@ class Dispatcher:
     """Puts assignments on the queue of the subnet that must run them."""
 
     config: QueueConfig
+    signer: Signer | None = None  # required to send; tests that only plan omit it
     _urls: dict[str, str] = field(default_factory=dict)
 
     async def send(self, assignments: Sequence[Assignment]) -> None:
@@ -68,7 +74,7 @@ class Dispatcher:
             url = await self._url(client, name)
             for start in range(0, len(batch), SQS_BATCH):
                 entries = [
-                    {"Id": str(i), "MessageBody": codec.to_text(codec.encode(a))}
+                    {"Id": str(i), "MessageBody": await self._body(name, a)}
                     for i, a in enumerate(batch[start : start + SQS_BATCH])
                 ]
                 reply = await client.send_message_batch(QueueUrl=url, Entries=entries)
@@ -84,6 +90,19 @@ class Dispatcher:
             where = self.config.endpoint or "AWS"
             raise QueueError(name, f"cannot reach SQS at {where}: {exc}") from exc
         log.info("assignments_sent", queue=name, count=len(batch))
+
+    async def _body(self, queue: str, assignment: Assignment) -> str:
+        """The queue body of ``assignment``: its signed envelope, as text."""
+        if self.signer is None:
+            raise QueueError(queue, "no signing key: assignments go out signed")
+        try:
+            sealed = await envelope.seal(
+                codec.encode(assignment), Context.ASSIGNMENT, self.signer
+            )
+        except SignatureError as exc:
+            raise QueueError(queue, f"cannot sign assignment: {exc}") from exc
+
+        return codec.to_text(sealed)
 
     async def _url(self, client: Any, name: str) -> str:
         if name not in self._urls:

@@ -8,6 +8,7 @@ every other address of the destination subnet is probed.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from dataclasses import dataclass
@@ -40,7 +41,14 @@ class Chunk:
     @property
     def targets(self) -> tuple[str, ...]:
         """The address block as the fewest CIDR networks."""
-        return tuple(str(n) for n in summarize_address_range(self.first, self.last))
+        return _cidrs(self.first, self.last)
+
+
+# Every source of a destination scans the same blocks: a large estate asks for
+# the same few thousand summaries hundreds of thousands of times.
+@functools.lru_cache(maxsize=65_536)
+def _cidrs(first: IPv4Address, last: IPv4Address) -> tuple[str, ...]:
+    return tuple(str(n) for n in summarize_address_range(first, last))
 
 
 def plan(policy: Policy, pairs: tuple[Pair, ...] | None = None) -> list[Chunk]:

@@ -11,10 +11,17 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+from coordinator import assessment, transitive
+from coordinator.errors import PolicyError
 from coordinator.graph import edges
+from coordinator.policy import parse_policy
 from coordinator.store import RunRecord
 from coordinator.verdict import PairJudgement, Verdict
+from protocol.messages import Finding, Result
 from protocol.ports import format_ports
+
+# Who saw a finding and when: (src, dst, finding) -> (agent, finished_at).
+Provenance = dict[tuple[str, str, Finding], tuple[str, float]]
 
 MATRIX_MARKS = {
     Verdict.PASS: ".",
@@ -26,18 +33,27 @@ MATRIX_MARKS = {
 
 
 def build(
-    run: RunRecord, judgements: Sequence[PairJudgement], verdict: Verdict
+    run: RunRecord,
+    judgements: Sequence[PairJudgement],
+    verdict: Verdict,
+    results: Sequence[Result] = (),
 ) -> dict[str, Any]:
-    """The report of ``run`` as plain JSON-ready data."""
-    return {
+    """The report of ``run`` as plain JSON-ready data; ``results`` add who saw
+    each finding and when, and the engines used."""
+    seen: Provenance = {
+        (r.src, r.dst, f): (r.agent, r.finished_at) for r in results for f in r.findings
+    }
+    graph_edges = edges(judgements)
+    body = {
         "run": run.id,
         "kind": run.kind,
         "base_run": run.base_run,
         "verdict": str(verdict),
         "started_at": _iso(run.created_at),
         "finished_at": _iso(run.finished_at) if run.finished_at else None,
+        "tool": assessment.tool(),
         "policy": {"source": run.policy_source, "sha256": run.policy_sha256},
-        "pairs": [_pair(j) for j in judgements],
+        "pairs": [_pair(j, seen) for j in judgements],
         "graph": {
             "edges": [
                 {
@@ -46,13 +62,50 @@ def build(
                     "reachable_ports": e.ports,
                     "violation": e.violation,
                 }
-                for e in edges(judgements)
+                for e in graph_edges
             ]
         },
+        "transitive_paths": _transitive(
+            judgements, [(e.src, e.dst) for e in graph_edges]
+        ),
+    }
+
+    return body | _assessment(run, judgements, results)
+
+
+def _assessment(
+    run: RunRecord, judgements: Sequence[PairJudgement], results: Sequence[Result]
+) -> dict[str, Any]:
+    try:
+        policy = parse_policy(run.policy_text, run.policy_source)
+    except PolicyError:  # a policy stored by an older version: report without
+        return {}
+
+    return {
+        "assessment": assessment.people(policy),
+        "method": assessment.method(policy, results),
+        "scope": assessment.scope(policy),
+        "limitations": assessment.limitations(policy, judgements, results),
     }
 
 
-def _pair(j: PairJudgement) -> dict[str, Any]:
+def _transitive(
+    judgements: Sequence[PairJudgement], graph_edges: list[tuple[str, str]]
+) -> dict[str, Any]:
+    closed = {
+        (j.src, j.dst): str(j.verdict) for j in judgements if j.expect == "closed"
+    }
+    paths, cut = transitive.find(graph_edges, closed)
+
+    return {
+        "paths": [
+            {"path": list(p.path), "direct_verdict": p.direct_verdict} for p in paths
+        ],
+        "truncated": cut,
+    }
+
+
+def _pair(j: PairJudgement, seen: Provenance) -> dict[str, Any]:
     return {
         "src": j.src,
         "dst": j.dst,
@@ -67,18 +120,24 @@ def _pair(j: PairJudgement) -> dict[str, Any]:
             "chunks": j.chunks,
             "chunks_done": j.chunks_done,
         },
-        "findings": [
-            {
-                "ip": f.ip,
-                "proto": str(f.proto),
-                "ports": [list(r) for r in f.ports],
-                "state": str(f.state),
-                "reason": str(f.reason),
-                "ttl": f.ttl,
-            }
-            for f in j.findings
-        ],
+        "witness": assessment.witness(j),
+        "findings": [_finding(f, seen.get((j.src, j.dst, f))) for f in j.findings],
     }
+
+
+def _finding(f: Finding, seen: tuple[str, float] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ip": f.ip,
+        "proto": str(f.proto),
+        "ports": [list(r) for r in f.ports],
+        "state": str(f.state),
+        "reason": str(f.reason),
+        "ttl": f.ttl,
+    }
+    if seen is not None:
+        body["agent"], body["seen_at"] = seen[0], _iso(seen[1])
+
+    return body
 
 
 def _iso(ts: float) -> str:
@@ -90,6 +149,19 @@ def schema() -> dict[str, Any]:
     text = resources.files("coordinator").joinpath("schema/report.schema.json")
 
     return json.loads(text.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def segments_of(report: dict[str, Any]) -> dict[str, list[str]]:
+    """Segment name -> its subnets, from the report's scope (or its pairs)."""
+    scope = report.get("scope")
+    if scope:
+        return {
+            seg["name"]: [s["name"] for s in seg["subnets"]]
+            for seg in scope["segments"]
+        }
+    names = {p["src"] for p in report["pairs"]} | {p["dst"] for p in report["pairs"]}
+
+    return {"subnets": sorted(names)}
 
 
 def render_matrix(report: dict[str, Any]) -> str:
@@ -118,6 +190,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"run {report['run']} ({report['kind']})  verdict: {report['verdict'].upper()}",
         f"policy {report['policy']['source']} sha256 {report['policy']['sha256'][:16]}",
         f"started {report['started_at']}  finished {report['finished_at'] or '-'}",
+        *_assessment_lines(report),
         "",
         render_matrix(report),
         "",
@@ -133,8 +206,29 @@ def render_text(report: dict[str, Any]) -> str:
                 f"{pair['reason']}"
             )
             lines.extend(_finding_lines(pair))
+    for refusal in report.get("refusals", []):
+        lines.append(
+            f"  REFUSED      by {refusal['subnet']}: {refusal['reason']}: "
+            f"{refusal['detail']}"
+        )
 
     return "\n".join(lines)
+
+
+def _assessment_lines(report: dict[str, Any]) -> list[str]:
+    people = report.get("assessment") or {}
+    tool = report.get("tool") or {}
+    lines = [
+        f"tester {people.get('tester') or '-'} ({people.get('organisation') or '-'})"
+        f"  tool {tool.get('name', 'segscan')} {tool.get('version', '?')}"
+    ]
+    paths = (report.get("transitive_paths") or {}).get("paths", [])
+    if paths:
+        lines.append(
+            f"{len(paths)} transitive paths, e.g. {' -> '.join(paths[0]['path'])}"
+        )
+
+    return lines
 
 
 def _finding_lines(pair: dict[str, Any]) -> list[str]:

@@ -1,8 +1,9 @@
 """Runs from plan to verdict: start, rescan, judge, and settle when done.
 
-A run is settled when every chunk has a stored result or its deadline has
-passed; then its report is frozen into the store.  A rescan is a new run over
-the named pairs with fresh assignments, so the original run stays as evidence.
+A run is settled when every chunk is done or dead (coordinator/accounting.py)
+or its deadline has passed; then its report is frozen into the store.  A
+rescan is a new run over the named pairs with fresh assignments, so the
+original run stays as evidence.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 
 import structlog
 
-from coordinator import planner, report
+from coordinator import accounting, budget, leasing, planner, refusals, report
 from coordinator.dispatch import Dispatcher
 from coordinator.errors import NotFoundError, UsageError
 from coordinator.policy import Pair, Policy, parse_policy
 from coordinator.store import PairRecord, RunRecord, Store
+from coordinator.vault import Vault
 from coordinator.verdict import PairJudgement, Verdict, judge_pair, overall
 
 log = structlog.get_logger(__name__)
@@ -33,6 +35,7 @@ DEADLINE_FACTOR = 4.0
 class RunManager:
     store: Store
     dispatcher: Dispatcher
+    vault: Vault | None = None  # where settled runs' evidence bundles go
 
     async def start(
         self,
@@ -46,7 +49,7 @@ class RunManager:
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
         run_id += "-" + uuid.uuid4().hex[:6]
         chunks = planner.plan(policy, pairs)
-        estimate = planner.estimate_s(chunks, policy)
+        estimate = budget.estimate_s(chunks, policy)
         run = RunRecord(
             id=run_id,
             kind=kind,
@@ -67,7 +70,9 @@ class RunManager:
             run, [_pair_record(p) for p in pairs or policy.pairs], assignments
         )
 
-        await self.dispatcher.send([a for a, _ in assignments])
+        # The first wave now, so a queue that cannot be reached fails the
+        # request; the rest as the destinations' budgets free up.
+        await leasing.pump(self.store, self.dispatcher)
         log.info("run_started", run=run_id, kind=kind, chunks=len(chunks))
 
         return run
@@ -122,8 +127,9 @@ class RunManager:
         if run.report is not None:
             return run.report
         judgements, verdict = await self.judge(run)
+        body = report.build(run, judgements, verdict, await self.store.results(run.id))
 
-        return report.build(run, judgements, verdict)
+        return body | {"refusals": await refusals.for_run(self.store, run)}
 
     async def progress(self, run_id: str) -> dict[str, Any]:
         """How far a run has come."""
@@ -137,6 +143,7 @@ class RunManager:
             "verdict": run.verdict,
             "chunks": sum(counts.values()),
             "chunks_done": counts.get("done", 0),
+            "chunks_by_state": counts,
             "deadline_in_s": max(0.0, round(run.deadline - time.time(), 1)),
         }
 
@@ -145,13 +152,16 @@ class RunManager:
         settled = []
         now = time.time()
         for run in await self.store.unfinished_runs():
-            counts = await self.store.chunk_counts(run.id)
-            complete = counts.get("done", 0) == sum(counts.values())
+            complete = not await accounting.unsettled(self.store, run.id)
             if not complete and now < run.deadline:
                 continue
             judgements, verdict = await self.judge(run, final=True)
             finished = RunRecord(**{**run.__dict__, "finished_at": now})
-            body = report.build(finished, judgements, verdict)
+            results = await self.store.results(run.id)
+            body = report.build(finished, judgements, verdict, results)
+            body["refusals"] = await refusals.for_run(self.store, finished)
+            # Sealed before the run shows finished, so a waiting client finds it.
+            await self._seal(finished, body)
             await self.store.finish_run(run.id, str(verdict), body, now)
             log.info(
                 "run_settled",
@@ -163,6 +173,17 @@ class RunManager:
             settled.append(run.id)
 
         return settled
+
+    async def _seal(self, run: RunRecord, body: dict[str, Any]) -> None:
+        if self.vault is None:
+            return
+        try:
+            signer = self.dispatcher.signer
+            path = await self.vault.seal(self.store, run, body, signer)
+        except Exception:  # the verdict stands without its bundle; say so loudly
+            log.exception("evidence_failed", run=run.id)
+            return
+        log.info("evidence_sealed", run=run.id, bundle=str(path))
 
 
 def _pair_record(pair: Pair) -> PairRecord:

@@ -1,7 +1,9 @@
 """The coordinator's HTTP service: result intake, heartbeats, health, runs.
 
-Agents post msgpack; operators' commands speak JSON.  A background task
-settles runs that are complete or past their deadline.
+Agents post signed msgpack (coordinator/intake.py); operators' commands speak
+JSON, and those that change state need the operator token
+(coordinator/auth.py).  A background task settles runs that are complete or
+past their deadline.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from coordinator import accounting, dashboard, intake
+from coordinator.auth import AgentKeys, operator_guard
 from coordinator.errors import CoordinatorError, NotFoundError, QueueError
 from coordinator.policy import parse_policy
 from coordinator.runs import RunManager
-from coordinator.store import Intake, Store
-from protocol import codec
-from protocol.errors import ProtocolError
-from protocol.messages import Heartbeat, Result
+from coordinator.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -31,28 +32,26 @@ SETTLE_INTERVAL_S = 1.0
 MANAGER = web.AppKey("manager", RunManager)
 STORE = web.AppKey("store", Store)
 
-_INTAKE_STATUS = {
-    Intake.STORED: 200,
-    Intake.DUPLICATE: 200,
-    Intake.UNKNOWN: 404,
-    Intake.WRONG_SUBNET: 409,
-}
 
-
-def make_app(manager: RunManager) -> web.Application:
+def make_app(
+    manager: RunManager, agent_keys: AgentKeys, operator_token: str
+) -> web.Application:
     """The aiohttp application around a run manager."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES, middlewares=[operator_guard(operator_token)]
+    )
     app[MANAGER] = manager
     app[STORE] = manager.store
     app.router.add_get("/healthz", healthz)
-    app.router.add_post("/v1/results", post_result)
-    app.router.add_post("/v1/heartbeats", post_heartbeat)
+    intake.add_routes(app, manager.store, agent_keys)
     app.router.add_get("/v1/runs", list_runs)
     app.router.add_post("/v1/runs", post_run)
     app.router.add_get("/v1/runs/{run}", get_run)
     app.router.add_get("/v1/runs/{run}/report", get_report)
     app.router.add_post("/v1/rescans", post_rescan)
     app.router.add_get("/v1/agents", list_agents)
+    dashboard.add_routes(app, manager)
+    accounting.add_routes(app, manager.store)
     app.cleanup_ctx.append(_settler)
 
     return app
@@ -77,39 +76,6 @@ async def _settle_forever(manager: RunManager) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
-
-
-async def post_result(request: web.Request) -> web.Response:
-    body = await request.read()
-    try:
-        result = codec.decode(body, Result)
-    except ProtocolError as exc:
-        log.warning("result_rejected", reason=exc.detail, peer=request.remote)
-        return web.json_response({"error": str(exc)}, status=400)
-    intake = await request.app[STORE].add_result(result, body)
-    log.info(
-        "result_received",
-        run=result.run_id,
-        pair=f"{result.src} -> {result.dst}",
-        assignment=result.assignment_id,
-        agent=result.agent,
-        findings=len(result.findings),
-        intake=str(intake),
-    )
-
-    return web.json_response({"status": str(intake)}, status=_INTAKE_STATUS[intake])
-
-
-async def post_heartbeat(request: web.Request) -> web.Response:
-    try:
-        beat = codec.decode(await request.read(), Heartbeat)
-    except ProtocolError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    await request.app[STORE].touch_agent(
-        beat.agent, beat.subnet, time.time(), beat.assignment_id
-    )
-
-    return web.Response(status=204)
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -184,6 +150,7 @@ async def list_agents(request: web.Request) -> web.Response:
                 "agent": a.id,
                 "subnet": a.subnet,
                 "last_seen_s_ago": round(now - a.last_seen, 1),
+                "silent": now - a.last_seen > accounting.SILENT_AFTER_S,
                 "assignment": a.assignment_id,
             }
             for a in agents

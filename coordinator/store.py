@@ -1,13 +1,16 @@
 """Durable state of runs, chunks, results and agents, through SQLAlchemy.
 
 SQLite (aiosqlite) by default; the same code runs on PostgreSQL (asyncpg) when
-the URL says so.  Results are stored as the agent's msgpack bytes, so what is
-judged is exactly what was received.
+the URL says so, and the schema is kept by the Alembic migrations in
+coordinator/migrations.  Results are stored as the agent's msgpack bytes, so
+what is judged is exactly what was received; they are filed in batches
+(coordinator/batching.py), each post answered once its batch is committed.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -17,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from coordinator import budget, metrics, migrations
+from coordinator.batching import Batcher
 from protocol import codec
 from protocol.messages import Assignment, Result
 
@@ -54,12 +59,21 @@ chunks = sa.Table(
     "chunks",
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("run_id", sa.String(40), nullable=False, index=True),
+    sa.Column("run_id", sa.String(40), nullable=False),
     sa.Column("src", sa.String(128), nullable=False),
     sa.Column("dst", sa.String(128), nullable=False),
     sa.Column("probes", sa.BigInteger, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("assignment", sa.LargeBinary, nullable=False),
+    # Delivery (coordinator/budget.py, leasing.py): the destination's budget,
+    # this chunk's share of it, when it was leased and settled, and why it died.
+    sa.Column("budget_pps", sa.Integer),
+    sa.Column("rate_pps", sa.Integer),
+    sa.Column("leased_at", sa.Float),
+    sa.Column("settled_at", sa.Float),
+    sa.Column("dead_reason", sa.Text),
+    sa.Index("ix_chunks_run_state", "run_id", "state"),
+    sa.Index("ix_chunks_state_dst", "state", "dst"),
 )
 
 results = sa.Table(
@@ -70,6 +84,59 @@ results = sa.Table(
     sa.Column("agent", sa.String(256), nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    # Who sent it: the agent key that signed ``body`` (coordinator/auth.py).
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("signature", sa.LargeBinary),
+    sa.Column("digest", sa.String(64)),  # SHA-256 of body: tells a copy from news
+)
+
+# Further results for a chunk that already has one: kept as evidence, never
+# counted (a late result of a redelivered chunk, or one for a finished run).
+late_results = sa.Table(
+    "late_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("assignment_id", sa.String(40), nullable=False),
+    sa.Column("run_id", sa.String(40), nullable=False, index=True),
+    sa.Column("agent", sa.String(256), nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("signature", sa.LargeBinary),
+    sa.UniqueConstraint("assignment_id", "digest", name="uq_late_results_digest"),
+)
+
+# Messages taken off the dead-letter queues (coordinator/deadletters.py).
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("receive_count", sa.Integer, nullable=False),
+    sa.Column("chunk_id", sa.String(40)),  # when the body names one of ours
+    sa.Column("run_id", sa.String(40), index=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+# What agents refused, as they reported it (coordinator/refusals.py).
+refusals = sa.Table(
+    "refusals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("subnet", sa.String(128), nullable=False),
+    sa.Column("agent", sa.String(256), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(40), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("message_id", sa.String(128), nullable=False),
+    sa.Column("assignment_id", sa.String(40)),
+    sa.Column("issued", sa.Boolean),  # whether we issued that assignment
+    sa.Column("run_id", sa.String(40), index=True),  # its run, when we did
+    sa.Column("envelope", sa.LargeBinary, nullable=False),  # as signed
 )
 
 agents = sa.Table(
@@ -83,8 +150,13 @@ agents = sa.Table(
 
 
 class ChunkState(enum.StrEnum):
-    QUEUED = "queued"
-    DONE = "done"
+    QUEUED = "queued"  # planned; waits for its destination's budget
+    LEASED = "leased"  # on its source's queue, holding a share of the budget
+    DONE = "done"  # one result stored and counted
+    DEAD = "dead"  # its message went to the dead-letter queue
+
+
+UNSETTLED = (ChunkState.QUEUED, ChunkState.LEASED)
 
 
 class Intake(enum.StrEnum):
@@ -125,6 +197,7 @@ class ChunkRecord:
     probes: int
     state: str
     assignment: Assignment
+    dead_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,17 +213,19 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._intake: Batcher[Posted, Intake] = Batcher(self.add_results)
 
     @classmethod
     async def open(cls, url: str = DEFAULT_DB_URL) -> Store:
-        """Connect and create the tables that are missing."""
+        """Connect and bring the schema up to date (coordinator/migrations)."""
         engine = create_async_engine(url)
         async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(migrations.upgrade)
 
         return cls(engine)
 
     async def close(self) -> None:
+        await self._intake.close()
         await self.engine.dispose()
 
     async def add_run(
@@ -159,7 +234,11 @@ class Store:
         run_pairs: Sequence[PairRecord],
         run_chunks: Sequence[tuple[Assignment, int]],
     ) -> None:
-        """Record a planned run with its pairs and chunks, all or nothing."""
+        """Record a planned run with its pairs and chunks, all or nothing.
+
+        Every chunk starts queued, with its share of its destination's budget.
+        """
+        shares = budget.shares([a for a, _ in run_chunks])
         async with self.engine.begin() as conn:
             await conn.execute(sa.insert(runs).values(**_run_row(run)))
             await conn.execute(
@@ -186,55 +265,49 @@ class Store:
                         "probes": probes,
                         "state": ChunkState.QUEUED,
                         "assignment": codec.encode(a),
+                        "budget_pps": shares[a.id].budget_pps,
+                        "rate_pps": shares[a.id].rate_pps,
                     }
                     for a, probes in run_chunks
                 ],
             )
 
-    async def add_result(self, result: Result, body: bytes) -> Intake:
-        """Store a result once; a second copy of the same chunk's result is a no-op.
+    async def add_result(
+        self,
+        result: Result,
+        body: bytes,
+        key_id: str | None = None,
+        signature: bytes | None = None,
+    ) -> Intake:
+        """Store a result once per chunk and say what became of it.
 
-        The chunk is claimed with one conditional UPDATE, so two copies arriving
-        together cannot both be stored; the result is filed under the chunk's
-        own run, whatever run the sender named.
+        Results are keyed by assignment.  The first for a chunk of an unfinished
+        run is stored and counted, filed under the chunk's own run whatever run
+        the sender named.  The same bytes again are a ``DUPLICATE``.  Different
+        bytes for a chunk that already has its result (a redelivered chunk run
+        twice), or any result for a finished run, are kept apart as late
+        evidence, never counted, and also answered ``DUPLICATE`` so that the
+        agent stops re-sending.  ``key_id`` and ``signature`` record which agent
+        key signed ``body``.
         """
+        started = time.perf_counter()
+        intake = await self._intake.submit(Posted(result, body, key_id, signature))
+        metrics.INTAKE_SECONDS.observe(time.perf_counter() - started)
+
+        return intake
+
+    async def add_results(self, posts: Sequence[Posted]) -> list[Intake]:
+        """File a batch of posts in one transaction (see ``add_result``)."""
         async with self.engine.begin() as conn:
-            claimed = (
-                await conn.execute(
-                    sa.update(chunks)
-                    .where(
-                        chunks.c.id == result.assignment_id,
-                        chunks.c.src == result.src,
-                        chunks.c.state == ChunkState.QUEUED,
-                    )
-                    .values(state=ChunkState.DONE)
-                    .returning(chunks.c.run_id)
-                )
-            ).first()
-            if claimed is None:
-                return await self._refusal(conn, result)
-            await conn.execute(
-                sa.insert(results).values(
-                    assignment_id=result.assignment_id,
-                    run_id=claimed.run_id,
-                    agent=result.agent,
-                    received_at=time.time(),
-                    body=body,
-                )
-            )
+            outcomes = await _file(conn, posts, time.time())
+        findings = sum(
+            len(post.result.findings)
+            for post, outcome in zip(posts, outcomes, strict=True)
+            if outcome == Intake.STORED
+        )
+        metrics.count_intake(outcomes, findings)
 
-        return Intake.STORED
-
-    @staticmethod
-    async def _refusal(conn: AsyncConnection, result: Result) -> Intake:
-        query = sa.select(chunks.c.src).where(chunks.c.id == result.assignment_id)
-        row = (await conn.execute(query)).first()
-        if row is None:
-            return Intake.UNKNOWN
-        if row.src != result.src:
-            return Intake.WRONG_SUBNET
-
-        return Intake.DUPLICATE
+        return [Intake.DUPLICATE if o == LATE else Intake(o) for o in outcomes]
 
     async def run(self, run_id: str) -> RunRecord | None:
         async with self.engine.connect() as conn:
@@ -292,6 +365,7 @@ class Store:
                 r.probes,
                 r.state,
                 codec.decode(r.assignment, Assignment),
+                r.dead_reason,
             )
             for r in rows
         ]
@@ -350,6 +424,134 @@ class Store:
             rows = (await conn.execute(sa.select(agents))).all()
 
         return [AgentRecord(r.id, r.subnet, r.last_seen, r.assignment_id) for r in rows]
+
+
+@dataclass(frozen=True)
+class Posted:
+    """One result post, as the intake verified it."""
+
+    result: Result
+    body: bytes
+    key_id: str | None = None
+    signature: bytes | None = None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+LATE = "late"  # an outcome of filing that the agent is told is a duplicate
+
+
+async def _file(
+    conn: AsyncConnection, posts: Sequence[Posted], now: float
+) -> list[str]:
+    """Store, refuse or set aside each of ``posts``; one outcome each, in order."""
+    ids = sorted({post.result.assignment_id for post in posts})
+    query = (
+        sa.select(chunks.c.id, chunks.c.src, chunks.c.state, chunks.c.run_id)
+        .add_columns(runs.c.finished_at)
+        .join(runs, runs.c.id == chunks.c.run_id)
+        .where(chunks.c.id.in_(ids))
+    )
+    found = {row.id: row for row in await conn.execute(query)}
+
+    # The first post for each open chunk claims it, unless another coordinator
+    # task claimed it first: the conditional UPDATE decides.
+    claims: dict[str, int] = {}
+    for index, post in enumerate(posts):
+        row = found.get(post.result.assignment_id)
+        if row is not None and _claimable(row, post.result.src):
+            claims.setdefault(row.id, index)
+    won = await _claim(conn, list(claims), now)
+    if won:
+        rows = [_result_row(posts[claims[i]], found[i].run_id, now) for i in won]
+        await conn.execute(sa.insert(results), rows)
+
+    outcomes: list[str] = []
+    for index, post in enumerate(posts):
+        row = found.get(post.result.assignment_id)
+        if row is None:
+            outcomes.append(Intake.UNKNOWN)
+        elif row.src != post.result.src:
+            outcomes.append(Intake.WRONG_SUBNET)
+        elif claims.get(row.id) == index and row.id in won:
+            outcomes.append(Intake.STORED)
+        else:
+            outcomes.append(LATE)
+    await _set_aside(conn, posts, outcomes, found, now)
+
+    return outcomes
+
+
+def _claimable(row: sa.Row[Any], src: str) -> bool:
+    return bool(
+        row.src == src and row.state != ChunkState.DONE and row.finished_at is None
+    )
+
+
+async def _claim(conn: AsyncConnection, ids: list[str], now: float) -> set[str]:
+    if not ids:
+        return set()
+    open_runs = sa.select(runs.c.id).where(runs.c.finished_at.is_(None))
+    claimed = await conn.execute(
+        sa.update(chunks)
+        .where(
+            chunks.c.id.in_(ids),
+            chunks.c.state != ChunkState.DONE,
+            chunks.c.run_id.in_(open_runs),
+        )
+        .values(state=ChunkState.DONE, settled_at=now)
+        .returning(chunks.c.id)
+    )
+
+    return set(claimed.scalars())
+
+
+async def _set_aside(
+    conn: AsyncConnection,
+    posts: Sequence[Posted],
+    outcomes: list[str],
+    found: dict[str, sa.Row[Any]],
+    now: float,
+) -> None:
+    """Tell copies from late results; keep each late result once, as evidence."""
+    later = [i for i, outcome in enumerate(outcomes) if outcome == LATE]
+    if not later:
+        return
+    ids = sorted({posts[i].result.assignment_id for i in later})
+    known: set[tuple[str, str]] = set()
+    for table in (results, late_results):
+        query = sa.select(table.c.assignment_id, table.c.digest).where(
+            table.c.assignment_id.in_(ids)
+        )
+        known.update(
+            (row.assignment_id, row.digest) for row in await conn.execute(query)
+        )
+    kept = []
+    for index in later:
+        post = posts[index]
+        key = (post.result.assignment_id, post.digest)
+        if key in known:
+            outcomes[index] = Intake.DUPLICATE
+            continue
+        known.add(key)
+        kept.append(_result_row(post, found[key[0]].run_id, now) | {"digest": key[1]})
+    if kept:
+        await conn.execute(sa.insert(late_results), kept)
+
+
+def _result_row(post: Posted, run_id: str, now: float) -> dict[str, Any]:
+    return {
+        "assignment_id": post.result.assignment_id,
+        "run_id": run_id,
+        "agent": post.result.agent,
+        "received_at": now,
+        "body": post.body,
+        "key_id": post.key_id,
+        "signature": post.signature,
+        "digest": post.digest,
+    }
 
 
 def _run_row(run: RunRecord) -> dict[str, Any]:

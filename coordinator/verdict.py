@@ -94,9 +94,7 @@ def _decide(
 
 def _gaps(pair_chunks: Sequence[ChunkRecord], results: dict[str, Result]) -> list[str]:
     missing = [c for c in pair_chunks if c.id not in results]
-    gaps = []
-    if missing:
-        gaps.append(f"{len(missing)} of {len(pair_chunks)} chunks without a result")
+    gaps = _missing(missing, len(pair_chunks))
     for chunk in pair_chunks:
         result = results.get(chunk.id)
         if result is None:
@@ -108,6 +106,20 @@ def _gaps(pair_chunks: Sequence[ChunkRecord], results: dict[str, Result]) -> lis
             gaps.append(f"only {cov.sent} of {chunk.probes} probes sent")
         elif cov.dropped:
             gaps.append(f"the kernel dropped {cov.dropped} probes or replies")
+
+    return gaps
+
+
+def _missing(missing: Sequence[ChunkRecord], planned: int) -> list[str]:
+    """Why chunks have no result: dead-lettered (named), or still out."""
+    gaps = [
+        f"chunk {c.id} ({', '.join(c.assignment.targets)}) lost: {c.dead_reason}"
+        for c in missing
+        if c.state == "dead"
+    ]
+    out = [c for c in missing if c.state != "dead"]
+    if out:
+        gaps.append(f"{len(out)} of {planned} chunks without a result")
 
     return gaps
 

@@ -12,19 +12,20 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from protocol.errors import ProtocolError
-from protocol.messages import Assignment, Heartbeat, Result
+from protocol.messages import Assignment, Heartbeat, Message, Refusal, Result
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {
-    cls: msgspec.msgpack.Decoder(cls) for cls in (Assignment, Result, Heartbeat)
+    cls: msgspec.msgpack.Decoder(cls)
+    for cls in (Assignment, Result, Heartbeat, Refusal)
 }
 
-M = TypeVar("M", Assignment, Result, Heartbeat)
+M = TypeVar("M", Assignment, Result, Heartbeat, Refusal)
 
 
-def encode(message: Assignment | Result | Heartbeat) -> bytes:
+def encode(message: Message) -> bytes:
     """The message as msgpack bytes."""
     return _encoder.encode(message)
 

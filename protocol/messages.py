@@ -8,6 +8,7 @@ commands (DESIGN.md, "Trust model").
 from __future__ import annotations
 
 import enum
+import functools
 from ipaddress import IPv4Address
 from typing import Annotated
 
@@ -110,9 +111,17 @@ class Finding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ttl: Annotated[int, msgspec.Meta(ge=0, le=255)] | None = None
 
     def __post_init__(self) -> None:
-        IPv4Address(self.ip)  # a ValueError here fails decoding, naming the field
-        if any(first > last for first, last in self.ports):
-            raise ValueError(f"port range runs backwards in {self.ports}")
+        _ipv4(self.ip)  # a ValueError here fails decoding, naming the field
+        for first, last in self.ports:  # a loop: results carry 100s of findings
+            if first > last:
+                raise ValueError(f"port range runs backwards in {self.ports}")
+
+
+# A result repeats the few addresses of its chunk across many findings, and
+# parsing an address costs more than the rest of decoding a finding: remember.
+@functools.lru_cache(maxsize=4096)
+def _ipv4(text: str) -> IPv4Address:
+    return IPv4Address(text)
 
 
 class Coverage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -152,4 +161,40 @@ class Heartbeat(_Message, frozen=True, tag="heartbeat"):
     version: int = PROTOCOL_VERSION
 
 
-Message = Assignment | Result | Heartbeat
+class Refused(enum.StrEnum):
+    """Why an agent refused a queue message without scanning anything."""
+
+    OVERSIZED = "oversized"
+    UNDECODABLE = "undecodable"
+    UNKNOWN_KEY = "unknown-key"  # signed, but not by the coordinator's key
+    BAD_SIGNATURE = "bad-signature"
+    WRONG_SUBNET = "wrong-subnet"
+    NOT_YET_VALID = "not-yet-valid"  # issued in the future, beyond clock skew
+    EXPIRED = "expired"
+    LIFETIME = "lifetime"  # valid for longer than agents accept
+    REPLAYED = "replayed"  # an assignment id seen before in another message
+    DESTINATION = "out-of-scope-destination"
+    PORT = "out-of-scope-port"
+    RATE = "out-of-scope-rate"
+
+
+class Refusal(_Message, frozen=True, tag="refusal"):
+    """An agent saying it refused a queue message, and why.
+
+    ``assignment_id`` and ``run_id`` are set only when the coordinator's
+    signature on the message verified: otherwise nothing in it is trusted.
+    """
+
+    agent: str
+    subnet: str
+    message_id: str  # SQS's id of the message refused
+    body_sha256: str  # of the queue body exactly as received
+    reason: Refused
+    detail: str
+    received_at: float
+    assignment_id: str | None = None
+    run_id: str | None = None
+    version: int = PROTOCOL_VERSION
+
+
+Message = Assignment | Result | Heartbeat | Refusal

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from coordinator.runs import RunManager
     from coordinator.store import Store
     from protocol.messages import Assignment, Finding, Result
+    from tests.postgres import PostgresServer
 
 FOUNDING_POLICY = Path(__file__).parents[1] / "deploy/lab/founding/policy.yaml"
 START_S = 20.0  # how long a spawned server may take to answer
@@ -40,6 +41,43 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     from coordinator.store import Store
 
     opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server of the session's own (tests/postgres.py)."""
+    from tests.postgres import PostgresServer
+
+    try:
+        server = PostgresServer.start()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start PostgreSQL for the storage tests: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each backend the store supports."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+
+    return server.wiped_database()
+
+
+@pytest.fixture
+async def any_store(db_url: str) -> AsyncIterator[Store]:
+    """A real store, once on SQLite and once on PostgreSQL."""
+    from coordinator.store import Store
+
+    opened = await Store.open(db_url)
     try:
         yield opened
     finally:

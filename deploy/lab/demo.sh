@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The founding case, end to end on one machine: build the lab, run the 54
-# directed pairs, print the matrix and verdict, write the reports, tear down.
+# directed pairs, print the matrix and verdict, write the reports (HTML, JSON,
+# text, CSV, DOT, nmap XML) and the verified evidence bundle, tear down.
 # Exits with the run's verdict code (0 pass, 1 violation, 2 usage, 3 inconclusive).
 set -uo pipefail
 out=${1:-out/demo}
@@ -21,7 +22,15 @@ segscan-lab up "$here/founding/lab.yaml" || exit 2
 
 coordinator run --policy "$here/founding/policy.yaml" --wait
 code=$?
+rm -rf "$out/nmap" "$out/evidence"
 coordinator report latest --format json -o "$out/report.json" >/dev/null
 coordinator report latest --format text -o "$out/report.txt" >/dev/null
-echo "demo: reports written to $out/"
+coordinator report latest --format html -o "$out/report.html" >/dev/null
+coordinator report latest --format csv -o "$out/findings.csv" >/dev/null
+coordinator report latest --format dot -o "$out/graph.dot" >/dev/null
+coordinator report latest --format xml -o "$out/nmap" >/dev/null
+# The bundle the coordinator sealed when the run settled, checked on arrival.
+coordinator evidence fetch latest -o "$out/evidence" >/dev/null || code=3
+coordinator evidence verify "$out/evidence" || code=3
+echo "demo: report.html, findings.csv, graph.dot, nmap/*.xml and evidence/ in $out/"
 exit "$code"

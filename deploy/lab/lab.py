@@ -23,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from deploy.lab import network, processes, services
+from deploy.lab import network, processes, services, trust
 from deploy.lab.errors import LabStateError, PrivilegeError, ServiceError
 from deploy.lab.queues import create_queues
 from deploy.lab.readiness import (
@@ -195,6 +195,7 @@ def _prepare(state_dir: Path, topology: Topology) -> None:
         services.agent_dir(state_dir, node.subnet.name).mkdir(
             parents=True, exist_ok=True
         )
+    trust.prepare(state_dir, topology)
 
 
 def _initial_state(topology: Topology, state_dir: Path, control: bool) -> LabState:

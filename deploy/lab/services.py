@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from deploy.lab import trust
 from deploy.lab.state import LOGS_DIR, write_atomic
 from deploy.lab.topology import (
     COORDINATOR_PORT,
@@ -32,6 +33,7 @@ QUEUE_PREFIX = "segscan-"
 SQS_ENDPOINT = f"http://{MANAGEMENT_IP}:{SQS_PORT}"
 COORDINATOR_URL = f"http://{MANAGEMENT_IP}:{COORDINATOR_PORT}"
 MOTO = "moto"
+REJECTED_HIDE_S = 2
 COORDINATOR = "coordinator"
 
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -130,7 +132,7 @@ def control(plane: ControlPlane, state_dir: Path) -> tuple[Service, ...]:
         Service(
             COORDINATOR,
             plane.coordinator,
-            {**base_env(state_dir), **_aws_env()},
+            {**base_env(state_dir), **_aws_env(), **trust.coordinator_env(state_dir)},
             _log(state_dir, COORDINATOR),
         ),
     )
@@ -140,7 +142,10 @@ def agents(
     plane: ControlPlane, topology: Topology, state_dir: Path
 ) -> tuple[Service, ...]:
     """One agent per subnet, inside the subnet's agent namespace."""
-    return tuple(_agent(plane, node, state_dir) for node in topology.agents)
+    return tuple(
+        _agent(plane, node, state_dir, index)
+        for index, node in enumerate(topology.agents)
+    )
 
 
 def _workload(node: Node, state_dir: Path) -> Service:
@@ -159,17 +164,22 @@ def _workload(node: Node, state_dir: Path) -> Service:
     )
 
 
-def _agent(plane: ControlPlane, node: Node, state_dir: Path) -> Service:
+def _agent(plane: ControlPlane, node: Node, state_dir: Path, index: int) -> Service:
     subnet = node.subnet.name
     env = {
         **base_env(state_dir),
         **_aws_env(),
+        **trust.agent_env(state_dir, subnet),
         "SEGSCAN_SUBNET": subnet,
         "SEGSCAN_STATE_DIR": str(agent_dir(state_dir, subnet)),
+        # The lab's clock is minutes: a refused message reaches the
+        # dead-letter queue (queues.MAX_RECEIVES) in seconds, not half an hour.
+        "SEGSCAN_REJECTED_HIDE_S": str(REJECTED_HIDE_S),
     }
+    argv = trust.agent_command(plane.agent, index)
 
     return Service(
-        node.name, plane.agent, env, _log(state_dir, node.name), node.namespace, subnet
+        node.name, argv, env, _log(state_dir, node.name), node.namespace, subnet
     )
 
 

@@ -1,4 +1,5 @@
-"""Fixtures for the agent's tests: loopback listeners, moto's SQS, a fake coordinator.
+"""Fixtures for the agent's tests: loopback listeners, moto's SQS, a fake coordinator,
+and the keys and approved scope of a test agent.
 
 Every probe in these tests goes to 127.0.0.0/8 and nowhere else.
 """
@@ -16,14 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import pytest
 import structlog
 from aiobotocore.session import get_session
 from aiohttp import web
 
 from agent.config import AgentConfig
-from protocol import codec
-from protocol.messages import Heartbeat, Result, ScanKind
+from protocol import codec, envelope
+from protocol.envelope import Context, Signed
+from protocol.messages import Assignment, Heartbeat, Refusal, Result, ScanKind
+from protocol.scope import signature_line, signature_path
+from protocol.signing import generate_key, key_id, public_path
 
 MOTO_START_TIMEOUT_S = 20.0
 
@@ -231,19 +236,30 @@ async def sqs_queue(moto_endpoint: str, aws_env: None) -> AsyncIterator[SqsQueue
 
 @dataclass
 class FakeCoordinator:
-    """Records what the agent posts; answers ``result_status`` to results."""
+    """Records what the agent posts; answers ``result_status`` to results.
+
+    Posts are signed envelopes; the fake keeps them (``envelopes``) and their
+    payloads, and leaves checking signatures to the tests that care.
+    """
 
     url: str = ""
     results: list[Result] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    envelopes: list[Signed] = field(default_factory=list)
     content_types: list[str] = field(default_factory=list)
     result_status: int = 200
     got_result: asyncio.Event = field(default_factory=asyncio.Event)
     got_heartbeat: asyncio.Event = field(default_factory=asyncio.Event)
 
+    async def _payload(self, request: web.Request) -> bytes:
+        signed = envelope.open_envelope(await request.read(), 1 << 23)
+        self.envelopes.append(signed)
+        return signed.payload
+
     async def post_result(self, request: web.Request) -> web.Response:
         self.content_types.append(request.content_type)
-        result = codec.decode(await request.read(), Result)
+        result = codec.decode(await self._payload(request), Result)
         if self.result_status != 200:
             return web.json_response({"error": "not today"}, status=self.result_status)
         self.results.append(result)
@@ -251,9 +267,13 @@ class FakeCoordinator:
         return web.json_response({"status": "stored"})
 
     async def post_heartbeat(self, request: web.Request) -> web.Response:
-        self.heartbeats.append(codec.decode(await request.read(), Heartbeat))
+        self.heartbeats.append(codec.decode(await self._payload(request), Heartbeat))
         self.got_heartbeat.set()
         return web.Response(status=204)
+
+    async def post_refusal(self, request: web.Request) -> web.Response:
+        self.refusals.append(codec.decode(await self._payload(request), Refusal))
+        return web.json_response({"status": "recorded", "issued": None})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -265,6 +285,7 @@ async def coordinator() -> AsyncIterator[FakeCoordinator]:
     app = web.Application()
     app.router.add_post("/v1/results", fake.post_result)
     app.router.add_post("/v1/heartbeats", fake.post_heartbeat)
+    app.router.add_post("/v1/refusals", fake.post_refusal)
     app.router.add_get("/healthz", fake.healthz)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -280,9 +301,13 @@ async def coordinator() -> AsyncIterator[FakeCoordinator]:
 
 @pytest.fixture
 def agent_config(
-    sqs_queue: SqsQueue, coordinator: FakeCoordinator, moto_endpoint: str
+    sqs_queue: SqsQueue,
+    coordinator: FakeCoordinator,
+    moto_endpoint: str,
+    trust_kit: TrustKit,
 ) -> AgentConfig:
-    return AgentConfig(
+    trust_kit.approve(sqs_queue.subnet)
+    return trust_kit.config(
         subnet=sqs_queue.subnet,
         agent_id=f"{sqs_queue.subnet}@test",
         queue_name=sqs_queue.name,
@@ -290,5 +315,84 @@ def agent_config(
         region="us-east-1",
         coordinator_url=coordinator.url,
         engine=ScanKind.AUTO,
-        state_dir=Path("/nonexistent"),
     )
+
+
+# --- keys and approved scope -----------------------------------------------
+
+LOOPBACK_SCOPE = """\
+  - {cidr: 127.0.0.0/8, tcp: 1-65535, udp: 1-65535}
+"""
+MAX_RATE_PPS = 100_000
+
+
+@dataclass
+class TrustKit:
+    """The keys of a coordinator, a scope owner and an agent, in ``root``."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.coordinator = generate_key(self.root / "coordinator.pem")
+        self.owner = generate_key(self.root / "owner.pem")
+        self.agent_key_path = self.root / "state" / "agent-key.pem"
+        self.agent = generate_key(self.agent_key_path)
+        (self.root / "scope").mkdir()
+
+    @property
+    def scope_dir(self) -> Path:
+        return self.root / "scope"
+
+    def approve(
+        self,
+        subnet: str,
+        destinations: str = LOOPBACK_SCOPE,
+        max_rate_pps: int = MAX_RATE_PPS,
+    ) -> Path:
+        """Write and sign, with the owner's key, a scope for ``subnet``."""
+        path = self.scope_dir / f"{subnet}.yaml"
+        path.write_text(
+            f"version: 1\nsubnets: [{subnet}]\nmax_rate_pps: {max_rate_pps}\n"
+            f"destinations:\n{destinations}"
+        )
+        signature = self.owner.sign(
+            envelope.signing_input(Context.SCOPE, path.read_bytes())
+        )
+        signature_path(path).write_text(
+            signature_line(key_id(self.owner.public_key()), signature)
+        )
+        return path
+
+    def config(self, **fields: Any) -> AgentConfig:
+        """An agent configuration that trusts this kit's keys."""
+        return AgentConfig(
+            state_dir=self.root / "state",
+            coordinator_key=public_path(self.root / "coordinator.pem"),
+            scope=self.scope_dir,
+            scope_key=public_path(self.root / "owner.pem"),
+            agent_key=str(self.agent_key_path),
+            **fields,
+        )
+
+    def sign(self, assignment: Assignment, key: Any = None) -> str:
+        """The queue body of ``assignment`` signed by ``key`` (the coordinator)."""
+        signer = key or self.coordinator
+        payload = codec.encode(assignment)
+        signature = signer.sign(envelope.signing_input(Context.ASSIGNMENT, payload))
+        signed = Signed(payload, key_id(signer.public_key()), signature)
+        return codec.to_text(msgspec.msgpack.encode(signed))
+
+    def env(self) -> dict[str, str]:
+        """The same trust, as the agent's environment variables."""
+        return {
+            "SEGSCAN_STATE_DIR": str(self.root / "state"),
+            "SEGSCAN_COORDINATOR_KEY": str(public_path(self.root / "coordinator.pem")),
+            "SEGSCAN_SCOPE": str(self.scope_dir),
+            "SEGSCAN_SCOPE_KEY": str(public_path(self.root / "owner.pem")),
+            "SEGSCAN_AGENT_KEY": str(self.agent_key_path),
+        }
+
+
+@pytest.fixture
+def trust_kit(tmp_path: Path) -> TrustKit:
+    return TrustKit(tmp_path / "trust")

@@ -19,7 +19,7 @@ from agent.cli import main, run_checks
 from agent.config import AgentConfig
 
 if TYPE_CHECKING:
-    from conftest import FakeCoordinator, SqsQueue
+    from conftest import FakeCoordinator, SqsQueue, TrustKit
 
 AGENT = [str(Path(sys.executable).with_name("agent"))]  # the installed entry point
 
@@ -184,14 +184,19 @@ async def test_check_passes_with_queue_and_coordinator_up(
 
 
 async def test_run_stops_cleanly_on_sigterm(
-    sqs_queue: SqsQueue, coordinator: FakeCoordinator, moto_endpoint: str
+    sqs_queue: SqsQueue,
+    coordinator: FakeCoordinator,
+    moto_endpoint: str,
+    trust_kit: TrustKit,
 ) -> None:
+    trust_kit.approve(sqs_queue.subnet)
     env = {
         **os.environ,
+        **trust_kit.env(),
         "SEGSCAN_SUBNET": sqs_queue.subnet,
         "SEGSCAN_SQS_ENDPOINT": moto_endpoint,
         "SEGSCAN_COORDINATOR_URL": coordinator.url,
-        "SEGSCAN_STATE_DIR": str(Path("/nonexistent")),
+        "SEGSCAN_ALLOW_ROOT": "1",  # the suite may run as root
     }
     process = await asyncio.create_subprocess_exec(
         *AGENT, "run", env=env, stderr=asyncio.subprocess.PIPE
@@ -209,4 +214,49 @@ async def test_run_stops_cleanly_on_sigterm(
 
     events = [json.loads(line)["event"] for line in stderr.decode().splitlines()]
     assert process.returncode == 0
-    assert events == ["agent_started", "agent_stopped"]
+    assert events == ["agent_privileges", "agent_started", "agent_stopped"]
+
+
+def test_scope_verify_prints_the_scope_and_refuses_a_tampered_one(
+    trust_kit: TrustKit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scope = trust_kit.approve("corp-a")
+    owner = trust_kit.config(
+        subnet="corp-a",
+        agent_id="a",
+        queue_name="q",
+        sqs_endpoint=None,
+        region="us-east-1",
+        coordinator_url="http://127.0.0.1:9",
+        engine="auto",
+    ).scope_key
+
+    good = main(["scope", "verify", str(scope), "--key", str(owner)])
+    printed = capsys.readouterr().out
+    scope.write_text(scope.read_text().replace("127.0.0.0/8", "0.0.0.0/0"))
+    bad = main(["scope", "verify", str(scope), "--key", str(owner)])
+
+    assert good == 0
+    assert "signature ok" in printed
+    assert "destination 127.0.0.0/8: tcp 1-65535, udp 1-65535" in printed
+    assert bad == 2
+    assert capsys.readouterr().err == f"agent: {scope}: bad signature\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs to run as root")
+def test_run_as_root_is_refused_in_one_line(trust_kit: TrustKit) -> None:
+    env = {
+        **os.environ,
+        **trust_kit.env(),
+        "SEGSCAN_SUBNET": "corp-a",
+        "SEGSCAN_COORDINATOR_URL": "http://127.0.0.1:9",
+    }
+    env.pop("SEGSCAN_ALLOW_ROOT", None)
+
+    done = subprocess.run(
+        [*AGENT, "run"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.startswith("agent: SEGSCAN_ALLOW_ROOT: refusing to run as root")
+    assert done.stderr.count("\n") == 1

@@ -29,6 +29,7 @@ def test_minimal_environment_gets_the_documented_defaults() -> None:
         coordinator_url="http://10.0.0.9:8470",
         engine=ScanKind.AUTO,
         state_dir=Path("/var/lib/segscan-agent"),
+        agent_key="/var/lib/segscan-agent/agent-key.pem",
     )
 
 
@@ -82,3 +83,27 @@ def test_a_bad_value_is_named(name: str, value: str, complaint: str) -> None:
         AgentConfig.from_env({**MINIMAL, name: value})
 
     assert caught.value.subject == name
+
+
+def test_lease_and_refusal_hiding_default_to_minutes_and_can_be_set() -> None:
+    """The lab shortens them to its clock; AWS keeps the defaults."""
+    default = AgentConfig.from_env(MINIMAL)
+    lab = AgentConfig.from_env(
+        {**MINIMAL, "SEGSCAN_LEASE_S": "60", "SEGSCAN_REJECTED_HIDE_S": "2"}
+    )
+
+    assert (default.lease_s, default.rejected_hide_s) == (120, 300)
+    assert (lab.lease_s, lab.rejected_hide_s) == (60, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SEGSCAN_LEASE_S", "10"),  # under 30 s a renewal every third is too tight
+        ("SEGSCAN_LEASE_S", "a minute"),
+        ("SEGSCAN_REJECTED_HIDE_S", "43201"),  # over SQS's 12 hours
+    ],
+)
+def test_a_lease_setting_out_of_range_is_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        AgentConfig.from_env({**MINIMAL, name: value})

@@ -14,17 +14,20 @@ from agent.config import AgentConfig
 from agent.queue import AssignmentQueue
 from agent.runner import Disposition, Runner, expand_targets
 from agent.sender import Sender
+from agent.verify import Gate, open_agent_signer
 from protocol import codec
 from protocol.messages import Assignment, Finding, PortState, Proto, Reason, ScanKind
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from conftest import FakeCoordinator, Listeners, SqsQueue
+    from conftest import FakeCoordinator, Listeners, SqsQueue, TrustKit
 
 
-def assignment_for(subnet: str, tcp: tuple[tuple[int, int], ...], **fields: Any) -> str:
-    """An encoded queue body: scan 127.0.0.1 from ``subnet``."""
+def assignment_for(
+    kit: TrustKit, subnet: str, tcp: tuple[tuple[int, int], ...], **fields: Any
+) -> str:
+    """A signed queue body: scan 127.0.0.1 from ``subnet``."""
     now = time.time()
     values: dict[str, Any] = {
         "id": "as-1",
@@ -40,28 +43,31 @@ def assignment_for(subnet: str, tcp: tuple[tuple[int, int], ...], **fields: Any)
         "expires_at": now + 300,
         **fields,
     }
-    return codec.to_text(codec.encode(Assignment(**values)))
+    return kit.sign(Assignment(**values))
 
 
 @pytest.fixture
 async def runner(agent_config: AgentConfig) -> AsyncIterator[Runner]:
+    gate = Gate.from_config(agent_config)
     async with (
         AssignmentQueue.from_config(agent_config) as queue,
-        Sender(agent_config.coordinator_url) as sender,
+        open_agent_signer(agent_config) as signer,
+        Sender(agent_config.coordinator_url, signer=signer) as sender,
     ):
-        yield Runner(agent_config, queue, sender, heartbeat_interval_s=0.05)
+        yield Runner(agent_config, queue, sender, gate, heartbeat_interval_s=0.05)
 
 
 async def test_an_assignment_is_scanned_reported_and_deleted(
     runner: Runner,
     sqs_queue: SqsQueue,
+    trust_kit: TrustKit,
     coordinator: FakeCoordinator,
     listeners: Listeners,
 ) -> None:
     open_port = await listeners.open_tcp("127.0.0.1")
     closed = listeners.closed_tcp("127.0.0.1", count=3)
     tcp = ((open_port, open_port), (closed, closed + 2))
-    await sqs_queue.send(assignment_for(sqs_queue.subnet, tcp))
+    await sqs_queue.send(assignment_for(trust_kit, sqs_queue.subnet, tcp))
 
     with capture_logs() as logs:
         disposition = await runner.run_once(wait_s=2)
@@ -104,6 +110,7 @@ async def test_an_assignment_is_scanned_reported_and_deleted(
 async def test_an_invalid_message_is_not_scanned_and_left_on_the_queue(
     runner: Runner,
     sqs_queue: SqsQueue,
+    trust_kit: TrustKit,
     coordinator: FakeCoordinator,
     monkeypatch: pytest.MonkeyPatch,
     body: str,
@@ -112,9 +119,11 @@ async def test_an_invalid_message_is_not_scanned_and_left_on_the_queue(
     scanned: list[object] = []
     monkeypatch.setattr("agent.runner.choose_engine", scanned.append)
     if body == "expired":
-        body = assignment_for(sqs_queue.subnet, ((1, 1),), expires_at=time.time() - 60)
+        body = assignment_for(
+            trust_kit, sqs_queue.subnet, ((1, 1),), expires_at=time.time() - 600
+        )
     elif body == "wrong-subnet":
-        body = assignment_for("some-other-subnet", ((1, 1),))
+        body = assignment_for(trust_kit, "some-other-subnet", ((1, 1),))
     await sqs_queue.send(body)
 
     with capture_logs() as logs:
@@ -122,17 +131,22 @@ async def test_an_invalid_message_is_not_scanned_and_left_on_the_queue(
 
     assert disposition is Disposition.REJECTED
     assert scanned == []
-    assert coordinator.results == []
+    assert all(r.findings == () for r in coordinator.results)
+    assert all(str(r.error).startswith("refused: ") for r in coordinator.results)
+    assert [r.reason for r in coordinator.refusals] == [reason]
     assert await sqs_queue.counts() == (0, 1)  # in flight, not deleted
     [line] = [entry for entry in logs if entry["event"] == "assignment_rejected"]
     assert (line["reason"], line["security_event"]) == (reason, True)
 
 
 async def test_a_result_the_coordinator_refuses_keeps_the_message(
-    runner: Runner, sqs_queue: SqsQueue, coordinator: FakeCoordinator
+    runner: Runner,
+    sqs_queue: SqsQueue,
+    trust_kit: TrustKit,
+    coordinator: FakeCoordinator,
 ) -> None:
     coordinator.result_status = 500
-    await sqs_queue.send(assignment_for(sqs_queue.subnet, ((1, 1),)))
+    await sqs_queue.send(assignment_for(trust_kit, sqs_queue.subnet, ((1, 1),)))
 
     disposition = await runner.run_once(wait_s=2)
 
@@ -141,9 +155,12 @@ async def test_a_result_the_coordinator_refuses_keeps_the_message(
 
 
 async def test_an_engine_failure_is_reported_as_an_error_result(
-    runner: Runner, sqs_queue: SqsQueue, coordinator: FakeCoordinator
+    runner: Runner,
+    sqs_queue: SqsQueue,
+    trust_kit: TrustKit,
+    coordinator: FakeCoordinator,
 ) -> None:
-    body = assignment_for(sqs_queue.subnet, ((1, 1),), kind=ScanKind.SYN)
+    body = assignment_for(trust_kit, sqs_queue.subnet, ((1, 1),), kind=ScanKind.SYN)
     await sqs_queue.send(body)
 
     disposition = await runner.run_once(wait_s=2)
@@ -159,11 +176,12 @@ async def test_an_engine_failure_is_reported_as_an_error_result(
 async def test_run_serves_messages_and_heartbeats_until_cancelled(
     runner: Runner,
     sqs_queue: SqsQueue,
+    trust_kit: TrustKit,
     coordinator: FakeCoordinator,
     listeners: Listeners,
 ) -> None:
     port = await listeners.open_tcp("127.0.0.1")
-    await sqs_queue.send(assignment_for(sqs_queue.subnet, ((port, port),)))
+    await sqs_queue.send(assignment_for(trust_kit, sqs_queue.subnet, ((port, port),)))
 
     task = asyncio.create_task(runner.run())
     await asyncio.wait_for(coordinator.got_result.wait(), timeout=10)
@@ -200,11 +218,14 @@ def test_bad_or_huge_targets_are_refused(cidr: str) -> None:
 async def test_stopping_mid_scan_hands_the_message_back_unreported(
     runner: Runner,
     sqs_queue: SqsQueue,
+    trust_kit: TrustKit,
     coordinator: FakeCoordinator,
     listeners: Listeners,
 ) -> None:
     silent = listeners.filtered_tcp("127.0.0.1")  # holds the scan for its 1 s timeout
-    await sqs_queue.send(assignment_for(sqs_queue.subnet, ((silent, silent),)))
+    await sqs_queue.send(
+        assignment_for(trust_kit, sqs_queue.subnet, ((silent, silent),))
+    )
 
     task = asyncio.create_task(runner.run())
     async with asyncio.timeout(10):

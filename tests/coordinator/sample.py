@@ -68,3 +68,8 @@ async def founding_report(
     await run_manager.settle()
 
     return await run_manager.report(run.id)
+
+
+def pair(report: dict[str, Any], src: str, dst: str) -> dict[str, Any]:
+    """The report's entry for ``src -> dst``."""
+    return next(p for p in report["pairs"] if (p["src"], p["dst"]) == (src, dst))

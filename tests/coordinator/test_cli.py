@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator
 from coordinator import cli, logs
 from coordinator.errors import EXIT_INCONCLUSIVE, EXIT_PASS, EXIT_USAGE, EXIT_VIOLATION
 from coordinator.report import schema
-from protocol import codec
+from protocol import codec, envelope
 from protocol.messages import (
     Assignment,
     Coverage,
@@ -36,6 +36,7 @@ from protocol.messages import (
     Result,
 )
 from protocol.ports import count
+from tests.coordinator.agentkeys import TOKEN, Keyring
 
 InProcess = Callable[..., tuple[int, str, str]]
 COORDINATOR = str(Path(sys.executable).parent / "coordinator")
@@ -45,12 +46,22 @@ HOLE = ("corp-b", "cde-c")
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """The environment of every command: no lab state, dummy AWS keys."""
+def keyring(tmp_path: Path) -> Keyring:
+    return Keyring.make(tmp_path / "agent-keys")
+
+
+@pytest.fixture
+def env(tmp_path: Path, keyring: Keyring) -> dict[str, str]:
+    """The environment of every command: no lab state, dummy AWS keys, the
+    agents' keys and the operator token."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SEGSCAN_")}
 
     return clean | {
         "SEGSCAN_LAB_STATE": str(tmp_path / "no-lab.json"),
+        "SEGSCAN_AGENT_KEYS": str(keyring.directory),
+        "SEGSCAN_OPERATOR_TOKEN": TOKEN,
+        # Keys and evidence bundles of a spawned coordinator stay in the test's dir.
+        "SEGSCAN_STATE_DIR": str(tmp_path / "state"),
         "AWS_ACCESS_KEY_ID": "segscan-lab",
         "AWS_SECRET_ACCESS_KEY": "segscan-lab",
         "AWS_DEFAULT_REGION": REGION,
@@ -150,7 +161,7 @@ def test_a_bad_argument_is_argparse_exit_2(
     in_process: InProcess,
 ) -> None:
     with pytest.raises(SystemExit) as info:
-        in_process("report", "--format", "xml")
+        in_process("report", "--format", "pdf")
 
     assert info.value.code == EXIT_USAGE
 
@@ -206,14 +217,17 @@ def _receive_all(queue_env: dict[str, str], want: int) -> list[Assignment]:
         for url in urls:
             reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
             for message in reply.get("Messages", []):
-                got.append(codec.decode(codec.from_text(message["Body"]), Assignment))
+                signed = envelope.open_envelope(
+                    codec.from_text(message["Body"]), 1 << 18
+                )
+                got.append(codec.decode(signed.payload, Assignment))
         if len(got) == before:
             time.sleep(0.2)  # the run is still starting; leave it the CPU
 
     return got
 
 
-def _post_result(url: str, assignment: Assignment) -> int:
+def _post_result(url: str, assignment: Assignment, keyring: Keyring) -> int:
     probes = 14 * (count(assignment.tcp) + count(assignment.udp))
     hole = (assignment.src, assignment.dst) == HOLE
     findings = (
@@ -239,7 +253,7 @@ def _post_result(url: str, assignment: Assignment) -> int:
     )
     request = urllib.request.Request(
         url + "/v1/results",
-        data=codec.encode(result),
+        data=keyring.seal(result, result.src),
         headers={"Content-Type": "application/msgpack"},
     )
     with urllib.request.urlopen(request, timeout=10) as reply:
@@ -250,7 +264,11 @@ def _post_result(url: str, assignment: Assignment) -> int:
 
 @pytest.mark.slow
 def test_a_founding_run_waits_for_the_verdict_and_reports_it(
-    served: str, queue_env: dict[str, str], founding_policy: Path, in_process: InProcess
+    served: str,
+    queue_env: dict[str, str],
+    founding_policy: Path,
+    in_process: InProcess,
+    keyring: Keyring,
 ) -> None:
     """run --wait exits 1 on the planted hole; report and status agree."""
     env = queue_env | {"SEGSCAN_COORDINATOR_URL": served}
@@ -262,7 +280,9 @@ def test_a_founding_run_waits_for_the_verdict_and_reports_it(
         text=True,
     )
     try:
-        statuses = {_post_result(served, a) for a in _receive_all(queue_env, 54)}
+        statuses = {
+            _post_result(served, a, keyring) for a in _receive_all(queue_env, 54)
+        }
         out, err = waiting.communicate(timeout=60)
     finally:
         if waiting.poll() is None:

@@ -1,4 +1,4 @@
-"""Dispatch against moto's SQS server: queues per source subnet, errors named."""
+"""Dispatch against moto's SQS server: signed bodies, a queue per source subnet."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.dispatch import Dispatcher, QueueConfig
 from coordinator.errors import EXIT_INCONCLUSIVE, QueueError
-from protocol import codec
+from protocol import codec, envelope
+from protocol.envelope import Context
 from protocol.messages import Assignment
+from protocol.signer import FileSigner
 
 REGION = "us-east-1"
+SIGNER = FileSigner(Ed25519PrivateKey.generate())
 
 
 @pytest.fixture(autouse=True)
@@ -61,17 +65,23 @@ async def _drain(sqs: Any, url: str) -> list[Assignment]:
         messages = reply.get("Messages", [])
         if not messages:
             break
-        received += [
-            codec.decode(codec.from_text(m["Body"]), Assignment) for m in messages
-        ]
+        received += [_verified(m["Body"]) for m in messages]
 
     return received
+
+
+def _verified(body: str) -> Assignment:
+    """The assignment in a queue body, checked as an agent checks it."""
+    signed = envelope.open_envelope(codec.from_text(body), 256 * 1024)
+    envelope.check(signed, Context.ASSIGNMENT, {SIGNER.key_id: SIGNER.public_key})
+
+    return codec.decode(signed.payload, Assignment)
 
 
 async def test_assignments_land_on_the_queue_of_their_source_subnet(
     config: QueueConfig, sqs: Any
 ) -> None:
-    """More than one SQS batch per queue; each body decodes back to its assignment."""
+    """More than one SQS batch per queue; each body verifies and decodes back."""
     urls = {
         src: (await sqs.create_queue(QueueName=config.queue_name(src)))["QueueUrl"]
         for src in ("corp-a", "corp-b")
@@ -79,7 +89,7 @@ async def test_assignments_land_on_the_queue_of_their_source_subnet(
     corp_a = [_assignment(i, "corp-a") for i in range(23)]
     corp_b = [_assignment(100 + i, "corp-b") for i in range(3)]
 
-    await Dispatcher(config).send(corp_a + corp_b)
+    await Dispatcher(config, SIGNER).send(corp_a + corp_b)
 
     got_a = await _drain(sqs, urls["corp-a"])
     got_b = await _drain(sqs, urls["corp-b"])
@@ -89,7 +99,7 @@ async def test_assignments_land_on_the_queue_of_their_source_subnet(
 
 async def test_a_missing_queue_is_a_queue_error_naming_it(config: QueueConfig) -> None:
     with pytest.raises(QueueError) as info:
-        await Dispatcher(config).send([_assignment(1, "cde-z")])
+        await Dispatcher(config, SIGNER).send([_assignment(1, "cde-z")])
 
     assert info.value.subject == f"{config.prefix}cde-z"
     assert info.value.message == "no such queue"
@@ -105,10 +115,19 @@ async def test_an_unreachable_endpoint_is_a_queue_error(
     config = QueueConfig(endpoint, REGION, "segscan-")
 
     with pytest.raises(QueueError) as info:
-        await Dispatcher(config).send([_assignment(1, "corp-a")])
+        await Dispatcher(config, SIGNER).send([_assignment(1, "corp-a")])
 
     assert info.value.subject == "segscan-corp-a"
     assert info.value.message.startswith(f"cannot reach SQS at {endpoint}")
+
+
+async def test_nothing_is_sent_unsigned(config: QueueConfig, sqs: Any) -> None:
+    url = (await sqs.create_queue(QueueName=config.queue_name("corp-a")))["QueueUrl"]
+
+    with pytest.raises(QueueError, match="no signing key"):
+        await Dispatcher(config).send([_assignment(1, "corp-a")])
+
+    assert await _drain(sqs, url) == []
 
 
 def test_queue_config_comes_from_the_environment(

@@ -6,6 +6,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coordinator.errors import EXIT_USAGE, PolicyError
 from coordinator.policy import Expect, Pair, load_policy, parse_policy
@@ -310,3 +312,50 @@ def test_load_policy_of_a_file_that_is_not_utf8_is_a_policy_error(
 
     with pytest.raises(PolicyError):
         load_policy(path)
+
+
+# --- properties (issue 5: hostile input) -----------------------------------
+
+
+def _segments_text(cidrs: list[str]) -> str:
+    names = [f"s{i}" for i in range(len(cidrs))]
+    half = max(1, len(names) // 2)
+    inside = ", ".join(f"{n}: {c}" for n, c in zip(names[:half], cidrs, strict=False))
+    outside = ", ".join(
+        f"{n}: {c}" for n, c in zip(names[half:], cidrs[half:], strict=False)
+    )
+    text = f"version: 1\nsegments:\n  a:\n    subnets: {{{inside}}}\n"
+    if outside:
+        text += f"  b:\n    subnets: {{{outside}}}\n"
+
+    return text
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    st.lists(st.integers(0, 255), min_size=2, max_size=6, unique=True),
+    st.sampled_from(["closed", "open"]),
+)
+def test_generated_policies_pair_every_subnet_of_one_segment_with_the_other(
+    octets: list[int], expect: str
+) -> None:
+    cidrs = [f"10.{o}.0.0/24" for o in octets]
+    text = _segments_text(cidrs) + f"rules:\n  - {{from: a, to: b, expect: {expect}}}\n"
+    half = max(1, len(cidrs) // 2)
+
+    policy = parse_policy(text, "gen.yaml")
+
+    assert len(policy.pairs) == half * (len(cidrs) - half)
+    assert {p.expect for p in policy.pairs} == {Expect(expect)}
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.text(max_size=400))
+def test_arbitrary_text_raises_only_a_policy_error_naming_the_file(text: str) -> None:
+    try:
+        parse_policy(text, "fuzz.yaml")
+    except PolicyError as exc:
+        error = exc
+    else:
+        return
+    assert error.subject.startswith("fuzz.yaml")

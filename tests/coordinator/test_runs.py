@@ -187,6 +187,8 @@ async def test_rescan_is_a_new_run_over_both_directions_with_fresh_chunks(
 ) -> None:
     base = await run_manager.start(founding)
     first_ids = {a.id for a in dispatched}
+    # Until the base run ends, its leases hold both subnets' rate budgets.
+    await run_manager.store.finish_run(base.id, "pass", {}, base.created_at + 1)
 
     rescan = await run_manager.rescan("corp-a", "cde-a", "both", None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from protocol.messages import (
     Reason,
     Result,
 )
+from tests.coordinator.agentkeys import TOKEN, Keyring
 
 ResultFor = Callable[..., Result]
 MSGPACK = {"Content-Type": "application/msgpack"}
@@ -33,13 +35,20 @@ OPEN_PG = Finding(
 
 
 @pytest.fixture
+def keyring(tmp_path: Path) -> Keyring:
+    return Keyring.make(tmp_path / "agent-keys")
+
+
+@pytest.fixture
 async def client(
-    run_manager: RunManager, monkeypatch: pytest.MonkeyPatch
+    run_manager: RunManager, monkeypatch: pytest.MonkeyPatch, keyring: Keyring
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    """A client of the service; the background settler stays asleep."""
+    """A client of the service holding the operator token; the settler sleeps."""
     monkeypatch.setattr(service, "SETTLE_INTERVAL_S", 3600.0)
-    async with TestClient(TestServer(service.make_app(run_manager))) as test_client:
-        yield test_client
+    app = service.make_app(run_manager, keyring.agent_keys(), TOKEN)
+    server = TestServer(app)
+    async with TestClient(server, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        yield c
 
 
 @pytest.fixture
@@ -59,8 +68,11 @@ async def run_id(client: TestClient[Any, Any], founding_text: str) -> str:
     return str(body["run"])
 
 
-async def _post_result(client: TestClient[Any, Any], result: Result) -> tuple[int, Any]:
-    reply = await client.post("/v1/results", data=codec.encode(result), headers=MSGPACK)
+async def _post_result(
+    client: TestClient[Any, Any], result: Result, keyring: Keyring
+) -> tuple[int, Any]:
+    body = keyring.seal(result, result.src)
+    reply = await client.post("/v1/results", data=body, headers=MSGPACK)
 
     return reply.status, await reply.json()
 
@@ -139,11 +151,12 @@ async def test_a_result_is_stored_then_a_copy_is_a_duplicate(
     run_id: str,
     dispatched: list[Assignment],
     result_for: ResultFor,
+    keyring: Keyring,
 ) -> None:
     result = result_for(dispatched[0])
 
-    first = await _post_result(client, result)
-    second = await _post_result(client, result)
+    first = await _post_result(client, result, keyring)
+    second = await _post_result(client, result, keyring)
 
     assert first == (200, {"status": "stored"})
     assert second == (200, {"status": "duplicate"})
@@ -156,7 +169,7 @@ async def test_garbage_result_bytes_are_a_400(
 
     body = await reply.json()
     assert reply.status == 400
-    assert body["error"].startswith("invalid result message")
+    assert body["error"].startswith("invalid envelope message")
 
 
 async def test_an_assignment_posted_as_a_result_is_a_400(
@@ -174,9 +187,10 @@ async def test_a_result_for_an_unknown_assignment_is_a_404(
     run_id: str,
     dispatched: list[Assignment],
     result_for: ResultFor,
+    keyring: Keyring,
 ) -> None:
     status, body = await _post_result(
-        client, result_for(dispatched[0], assignment_id="nope")
+        client, result_for(dispatched[0], assignment_id="nope"), keyring
     )
 
     assert (status, body) == (404, {"status": "unknown"})
@@ -188,9 +202,11 @@ async def test_a_result_from_the_wrong_subnet_is_a_409(
     dispatched: list[Assignment],
     result_for: ResultFor,
     run_manager: RunManager,
+    keyring: Keyring,
 ) -> None:
+    other = "corp-c" if dispatched[0].src != "corp-c" else "corp-b"
     status, body = await _post_result(
-        client, result_for(dispatched[0], src="elsewhere")
+        client, result_for(dispatched[0], src=other), keyring
     )
 
     assert (status, body) == (409, {"status": "wrong-subnet"})
@@ -198,7 +214,7 @@ async def test_a_result_from_the_wrong_subnet_is_a_409(
 
 
 async def test_heartbeats_are_204_and_listed_as_agents(
-    client: TestClient[Any, Any],
+    client: TestClient[Any, Any], keyring: Keyring
 ) -> None:
     beats = [
         Heartbeat(agent="corp-a@h1", subnet="corp-a", sent_at=1.0),
@@ -206,7 +222,9 @@ async def test_heartbeats_are_204_and_listed_as_agents(
     ]
     statuses = [
         (
-            await client.post("/v1/heartbeats", data=codec.encode(b), headers=MSGPACK)
+            await client.post(
+                "/v1/heartbeats", data=keyring.seal(b, b.subnet), headers=MSGPACK
+            )
         ).status
         for b in beats
     ]
@@ -243,6 +261,9 @@ async def test_rescan_creates_a_run_with_both_directions(
     run_manager: RunManager,
     dispatched: list[Assignment],
 ) -> None:
+    # Until the base run ends, its leases hold both subnets' rate budgets.
+    await run_manager.store.finish_run(run_id, "pass", {}, time.time())
+
     reply = await client.post("/v1/rescans", json={"src": "corp-a", "dst": "cde-a"})
 
     rescan = (await reply.json())["run"]
@@ -270,11 +291,12 @@ async def test_settling_finishes_the_run_and_the_report_has_the_verdicts(
     run_manager: RunManager,
     dispatched: list[Assignment],
     result_for: ResultFor,
+    keyring: Keyring,
 ) -> None:
     for assignment in dispatched:
         hole = (assignment.src, assignment.dst) == HOLE
         status, _ = await _post_result(
-            client, result_for(assignment, *([OPEN_PG] if hole else []))
+            client, result_for(assignment, *([OPEN_PG] if hole else [])), keyring
         )
         assert status == 200
 

@@ -1,4 +1,4 @@
-"""The store on real SQLite: runs, idempotent result intake, agents."""
+"""The store on real SQLite and PostgreSQL: runs, idempotent result intake, agents."""
 
 from __future__ import annotations
 
@@ -6,18 +6,29 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 import sqlalchemy.exc
 
+from coordinator import metrics
 from coordinator.store import (
     AgentRecord,
     ChunkState,
     Intake,
     PairRecord,
+    Posted,
     RunRecord,
     Store,
 )
+from coordinator.store import chunks as chunks_table
 from protocol import codec
-from protocol.messages import Assignment, Result
+from protocol.messages import (
+    Assignment,
+    Finding,
+    PortState,
+    Proto,
+    Reason,
+    Result,
+)
 
 ResultFor = Callable[..., Result]
 PAIRS = [
@@ -58,6 +69,12 @@ def _assignment(chunk_id: str, src: str = "corp-a", dst: str = "cde-a") -> Assig
         issued_at=100.0,
         expires_at=3700.0,
     )
+
+
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_store
 
 
 async def _intake(store: Store, result: Result) -> Intake:
@@ -218,3 +235,104 @@ async def test_reopening_the_database_keeps_what_was_stored(
         await again.close()
 
     assert counts == {"queued": 2, "done": 1}
+
+
+async def _late_rows(store: Store) -> list[str]:
+    from coordinator.store import late_results
+
+    query = sa.select(late_results.c.assignment_id).order_by(late_results.c.id)
+    async with store.engine.connect() as conn:
+        return list((await conn.execute(query)).scalars())
+
+
+async def test_a_late_result_of_a_rerun_chunk_is_kept_but_not_counted(
+    store: Store, planned: list[Assignment], result_for: ResultFor
+) -> None:
+    """A second scan of a redelivered chunk: evidence, never a second count."""
+    first = result_for(planned[0])
+    rerun = result_for(planned[0], agent="corp-a@other", finished_at=999.0)
+
+    intakes = [await _intake(store, first), await _intake(store, rerun)]
+    again = await _intake(store, rerun)
+
+    assert intakes == [Intake.STORED, Intake.DUPLICATE]
+    assert again is Intake.DUPLICATE
+    assert await store.results("run-1") == [first]
+    assert await _late_rows(store) == [planned[0].id]
+    assert (await store.chunk_counts("run-1"))["done"] == 1
+
+
+async def test_a_result_after_the_run_finished_is_kept_apart(
+    store: Store, planned: list[Assignment], result_for: ResultFor
+) -> None:
+    """A frozen report stays frozen: the result is evidence, the chunk stays open."""
+    await store.finish_run("run-1", "inconclusive", {"pairs": []}, 150.0)
+
+    intake = await _intake(store, result_for(planned[0]))
+
+    assert intake is Intake.DUPLICATE
+    assert await store.results("run-1") == []
+    assert await _late_rows(store) == [planned[0].id]
+    assert await store.chunk_counts("run-1") == {"queued": 3}
+
+
+async def test_a_dead_chunk_whose_result_arrives_is_done_after_all(
+    store: Store, planned: list[Assignment], result_for: ResultFor
+) -> None:
+    """One copy dead-lettered while another's result was on its way."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            sa.update(chunks_table)
+            .where(chunks_table.c.id == planned[0].id)
+            .values(state=ChunkState.DEAD, dead_reason="dead-lettered")
+        )
+
+    intake = await _intake(store, result_for(planned[0]))
+
+    assert intake is Intake.STORED
+    assert (await store.chunk_counts("run-1"))["done"] == 1
+
+
+async def test_a_batch_of_mixed_posts_gets_one_outcome_each(
+    store: Store, planned: list[Assignment], result_for: ResultFor
+) -> None:
+    """Posts filed together are told apart exactly as posts filed alone."""
+    good = result_for(planned[0])
+    posts = [
+        Posted(good, codec.encode(good)),
+        Posted(good, codec.encode(good)),
+        Posted(result_for(_assignment("nope")), b"x"),
+        Posted(result_for(planned[1], src="cde-a"), b"y"),
+        Posted(result_for(planned[2]), codec.encode(result_for(planned[2]))),
+    ]
+
+    outcomes = await store.add_results(posts)
+
+    assert outcomes == [
+        Intake.STORED,
+        Intake.DUPLICATE,
+        Intake.UNKNOWN,
+        Intake.WRONG_SUBNET,
+        Intake.STORED,
+    ]
+    assert len(await store.results("run-1")) == 2
+
+
+async def test_stored_results_and_their_findings_are_counted_in_metrics(
+    store: Store, planned: list[Assignment], result_for: ResultFor
+) -> None:
+    finding = Finding(
+        "10.0.1.5", Proto.TCP, ((22, 22),), PortState.OPEN, Reason.SYN_ACK
+    )
+    before = _sample("segscan_results_total", {"outcome": "stored"})
+    found_before = _sample("segscan_findings_total", {})
+
+    await _intake(store, result_for(planned[0], finding, finding))
+    await _intake(store, result_for(planned[0], finding, finding))
+
+    assert _sample("segscan_results_total", {"outcome": "stored"}) == before + 1
+    assert _sample("segscan_findings_total", {}) == found_before + 2
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0

@@ -134,13 +134,23 @@ class TestRunningLab:
         )
         try:
             urls = client.list_queues()["QueueUrls"]
+            redrive = json.loads(
+                client.get_queue_attributes(
+                    QueueUrl=next(u for u in urls if u.endswith("/segscan-corp-a")),
+                    AttributeNames=["RedrivePolicy"],
+                )["Attributes"]["RedrivePolicy"]
+            )
         finally:
             client.close()
 
         assert sorted(url.rsplit("/", 1)[1] for url in urls) == [
             "segscan-corp-a",
+            "segscan-corp-a-dlq",
             "segscan-pci-a",
+            "segscan-pci-a-dlq",
         ]
+        assert redrive["deadLetterTargetArn"].endswith(":segscan-corp-a-dlq")
+        assert int(redrive["maxReceiveCount"]) == 5
 
     def test_a_dead_agent_is_restarted(self, running: tuple[Path, LabState]) -> None:
         state_dir, state = running

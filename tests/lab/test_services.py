@@ -35,7 +35,9 @@ def test_agents_get_the_runtime_contract_environment(
 
     assert agent.name == "agent-corp-b"
     assert agent.netns == "sgl-agent-corp-b"
-    assert agent.argv == (str(Path(sys.executable).parent / "agent"), "run")
+    assert agent.argv[0] == "setpriv"
+    assert "--bounding-set=-all,+net_raw" in agent.argv
+    assert agent.argv[-3:] == ("--", str(Path(sys.executable).parent / "agent"), "run")
     assert agent.log == str(tmp_path / "logs" / "agent-corp-b.log")
     assert {
         key: agent.env[key]
