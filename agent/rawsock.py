@@ -57,6 +57,19 @@ class _MMsgHdr(ctypes.Structure):
     _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
 
 
+def grow_receive_buffer(sock: socket.socket) -> None:
+    """Ask for a large receive buffer, as far as this process's privilege goes.
+
+    SO_RCVBUFFORCE passes net.core.rmem_max but needs CAP_NET_ADMIN; an agent
+    with CAP_NET_RAW alone gets SO_RCVBUF, capped by rmem_max.  Either way the
+    kernel's drop counter tells whether the buffer was too small.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+
+
 def _libc_sendmmsg() -> ctypes._NamedFuncPointer | None:
     try:
         func = ctypes.CDLL(None, use_errno=True).sendmmsg
@@ -108,7 +121,7 @@ def open_receiver(interface: str, program: bytes) -> socket.socket:
     sock = _packet_socket(socket.SOCK_DGRAM, interface)
     try:
         bpf.attach(sock, program)
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
+        grow_receive_buffer(sock)
         sock.bind((interface, ETH_P_IP))
         sock.settimeout(0.05)
         receive_drops(sock)  # start the counters from zero

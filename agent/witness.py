@@ -21,8 +21,7 @@ from ipaddress import IPv4Address
 from agent import bpf
 from agent.rawsock import (
     ETH_P_IP,
-    RECEIVE_BUFFER_BYTES,
-    SO_RCVBUFFORCE,
+    grow_receive_buffer,
     receive_drops,
 )
 from protocol.messages import Finding, PortState, Proto, Reason
@@ -152,7 +151,7 @@ class Witness:
     def start(self) -> None:
         """Begin watching; every probe from now on is recorded."""
         bpf.attach(self._sock, bpf.probe_filter(self.own_ip))
-        self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
+        grow_receive_buffer(self._sock)
         if self.interface:
             self._sock.bind((self.interface, ETH_P_IP))
         _drain(self._sock)  # what was queued before the filter was attached

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from agent import engines
 from agent.cli import main, run_checks
 from agent.config import AgentConfig
 
@@ -123,13 +124,15 @@ def test_the_installed_command_reports_a_bad_target_without_a_traceback() -> Non
 
 
 def test_an_engine_this_host_lacks_is_a_one_line_error(
-    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: False)
+
     code = main(["scan", "127.0.0.1", "-p", "1", "--engine", "syn"])
 
     assert code == 2
     assert capsys.readouterr().err == (
-        "agent: syn: the SYN engine is not part of this build yet\n"
+        "agent: syn: the SYN engine needs root or CAP_NET_RAW\n"
     )
 
 

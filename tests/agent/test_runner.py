@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from structlog.testing import capture_logs
 
+from agent import engines
 from agent.config import AgentConfig
 from agent.queue import AssignmentQueue
 from agent.runner import Disposition, Runner, expand_targets
@@ -159,7 +160,9 @@ async def test_an_engine_failure_is_reported_as_an_error_result(
     sqs_queue: SqsQueue,
     trust_kit: TrustKit,
     coordinator: FakeCoordinator,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: False)
     body = assignment_for(trust_kit, sqs_queue.subnet, ((1, 1),), kind=ScanKind.SYN)
     await sqs_queue.send(body)
 
@@ -167,7 +170,7 @@ async def test_an_engine_failure_is_reported_as_an_error_result(
 
     assert disposition is Disposition.DONE
     [result] = coordinator.results
-    assert result.error == "syn: the SYN engine is not part of this build yet"
+    assert result.error == "syn: the SYN engine needs root or CAP_NET_RAW"
     assert result.findings == ()
     assert result.coverage.planned == 1
     assert await sqs_queue.counts() == (0, 0)
