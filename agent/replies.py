@@ -5,10 +5,11 @@ What a reply means (DESIGN.md, "Port states and verdicts"): SYN-ACK is open,
 RST is closed, a UDP datagram is open.  An ICMP destination-unreachable quotes
 the probe (RFC 792): port-unreachable sent by the target itself means the probe
 got there (closed); any unreachable sent by something else on the way means a
-device refused to forward it (prohibited).  A forged open or closed can only
-make a pair look more reachable, the safe mistake for a segmentation test; a
-forged ICMP could hide reachability, so ICMP is checked against the cookie the
-probe carried (TCP sequence number, or IP ID for UDP).
+device refused to forward it (prohibited).  TCP replies must acknowledge the
+probe's cookie, and ICMP errors must quote it (TCP sequence number, or IP ID
+for UDP): a forged ICMP could hide reachability.  UDP replies cannot carry it
+and are matched by address and port only; a forged one can only make a pair
+look more reachable, the safe mistake for a segmentation test.
 """
 
 from __future__ import annotations

@@ -215,6 +215,7 @@ def configs(args: argparse.Namespace) -> dict[float, list[Config]]:
         ],
         0.05: [
             Config("segscan", f"rate {full}, passes 3", segscan(1_000_000, 3)),
+            Config("segscan", f"rate {full}, passes 4", segscan(1_000_000, 4)),
             Config("segscan", f"rate {full}, passes 2", segscan(1_000_000, 2)),
             Config("masscan", "rate 1M, retries 0", masscan(1_000_000, 0)),
             Config("masscan", "rate 300k, retries 1", masscan(300_000, 1)),
