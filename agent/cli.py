@@ -29,7 +29,8 @@ import structlog
 from agent.config import AgentConfig
 from agent.engine import ScanOutcome, ScanRequest
 from agent.engines import choose_engine, raw_sockets_available
-from agent.errors import EXIT_INCONCLUSIVE, EXIT_OK, AgentError
+from agent.errors import EXIT_INCONCLUSIVE, EXIT_OK, AgentError, ConfigError
+from agent.identity import DEFAULT_NETWORK_MAP, AgentIdentityError, resolve_subnet
 from agent.queue import AssignmentQueue
 from agent.runner import expand_targets, serve
 from agent.scope import verify_file
@@ -56,12 +57,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    config = AgentConfig.from_env()
+    env = dict(os.environ)
+    if not env.get("SEGSCAN_SUBNET", "").strip():
+        # One image serves every subnet: on EC2 the agent asks where it is.
+        env["SEGSCAN_SUBNET"] = await _own_subnet()
+    config = AgentConfig.from_env(env)
     if args.allow_root:
         config = dataclasses.replace(config, allow_root=True)
     await serve(config)
 
     return EXIT_OK
+
+
+async def _own_subnet() -> str:
+    network_map = os.environ.get("SEGSCAN_NETWORK_MAP") or DEFAULT_NETWORK_MAP
+    try:
+        return await resolve_subnet(network_map)
+    except AgentIdentityError as exc:
+        raise ConfigError(
+            "SEGSCAN_SUBNET", f"not set, and the metadata service could not tell: {exc}"
+        ) from exc
 
 
 async def _scope_verify(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ here, naming the queue, the endpoint and the call that failed.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Self
@@ -60,6 +61,15 @@ class AssignmentQueue:
         """The queue of ``config``'s subnet."""
         return cls(config.queue_name, config.sqs_endpoint, config.region)
 
+    def _lookup(self) -> dict[str, str]:
+        # On AWS the queues live in the coordinator's account, not the agent's.
+        owner = os.environ.get("SEGSCAN_QUEUE_OWNER", "").strip()
+        lookup = {"QueueName": self.name}
+        if owner:
+            lookup["QueueOwnerAWSAccountId"] = owner
+
+        return lookup
+
     async def __aenter__(self) -> Self:
         client = get_session().create_client(
             "sqs",
@@ -70,7 +80,7 @@ class AssignmentQueue:
         try:
             async with self._translated("look up the queue URL"):
                 self._client = await self._exits.enter_async_context(client)
-                reply = await self._client.get_queue_url(QueueName=self.name)
+                reply = await self._client.get_queue_url(**self._lookup())
         except BaseException:
             await self._exits.aclose()
             raise

@@ -17,7 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from coordinator import csvout, diff, dot, evidence, html, logs, nmapxml, scopes, vault
+from coordinator.changes import affected_pairs, load_network_map
 from coordinator.client import Client, operator_token, service_url
 from coordinator.errors import (
     EXIT_INCONCLUSIVE,
@@ -30,6 +33,8 @@ from coordinator.errors import (
 from coordinator.policy import load_policy
 from coordinator.progress import ProgressBar
 from coordinator.report import render_matrix, render_text
+
+log = structlog.get_logger(__name__)
 
 VERDICT_EXIT = {"pass": EXIT_PASS, "fail": EXIT_VIOLATION}
 POLL_S = 1.0
@@ -68,7 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     rescan = _client_command(sub, "rescan", "rescan one subnet pair", _rescan)
-    rescan.add_argument("--pair", required=True, help="SRC:DST subnet names")
+    rescan.add_argument("--pair", help="SRC:DST subnet names")
+    rescan.add_argument(
+        "--change",
+        help="a CloudTrail change event (JSON): rescan the pairs it can affect; "
+        "needs --policy and --network",
+    )
+    rescan.add_argument("--policy", type=Path, help="policy YAML, with --change")
+    rescan.add_argument("--network", type=Path, help="network map, with --change")
     rescan.add_argument(
         "--direction",
         choices=["both", "forward"],
@@ -140,14 +152,43 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _rescan(args: argparse.Namespace) -> int:
-    src, sep, dst = args.pair.partition(":")
-    if not sep or not src or not dst:
-        raise UsageError(args.pair, "--pair takes SRC:DST, two subnet names")
+    if (args.pair is None) == (args.change is None):
+        raise UsageError("rescan", "give either --pair SRC:DST or --change EVENT")
+    body: dict[str, Any] = {"base_run": args.run}
+    if args.change is not None:
+        wanted = _changed_pairs(args)
+        if not wanted:
+            return EXIT_PASS
+        body["pairs"] = wanted
+    else:
+        src, sep, dst = args.pair.partition(":")
+        if not sep or not src or not dst:
+            raise UsageError(args.pair, "--pair takes SRC:DST, two subnet names")
+        body |= {"src": src, "dst": dst, "direction": args.direction}
     client = Client(service_url(args.url), operator_token(args.token))
-    body = {"src": src, "dst": dst, "direction": args.direction, "base_run": args.run}
     reply = await client.post("/v1/rescans", body)
 
     return await _started(client, reply["run"], args)
+
+
+def _changed_pairs(args: argparse.Namespace) -> list[list[str]]:
+    """The directed pairs a change to the segmentation controls can affect."""
+    if args.policy is None or args.network is None:
+        raise UsageError("--change", "needs --policy FILE and --network FILE")
+    try:
+        event = json.loads(args.change)
+    except ValueError as exc:
+        raise UsageError("--change", f"not JSON: {exc}") from exc
+    policy = load_policy(args.policy)
+    impact = affected_pairs(event, load_network_map(args.network, policy), policy)
+    log.info(
+        "change_impact",
+        change=impact.event,
+        pairs=len(impact.pairs),
+        reason=impact.reason,
+    )
+
+    return [[pair.src, pair.dst] for pair in impact.pairs]
 
 
 async def _started(client: Client, run_id: str, args: argparse.Namespace) -> int:

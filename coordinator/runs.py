@@ -81,16 +81,24 @@ class RunManager:
         self, src: str, dst: str, direction: str, base_run: str | None
     ) -> RunRecord:
         """A new run over one subnet pair, planned from the base run's policy."""
+        wanted = [(src, dst)] if direction == "forward" else [(src, dst), (dst, src)]
+
+        return await self.rescan_pairs(wanted, base_run)
+
+    async def rescan_pairs(
+        self, wanted: list[tuple[str, str]], base_run: str | None
+    ) -> RunRecord:
+        """A new run over the directed pairs ``wanted`` that a policy rule covers."""
         base = await self.find(base_run or "latest", kind="full")
         policy = parse_policy(base.policy_text, base.policy_source)
-        for name in (src, dst):
+        for name in {name for pair in wanted for name in pair}:
             if name not in policy.subnets:
                 known = ", ".join(sorted(policy.subnets))
                 raise NotFoundError(name, f"no such subnet in the policy ({known})")
-        wanted = [(src, dst)] if direction == "forward" else [(src, dst), (dst, src)]
         pairs = tuple(p for s, d in wanted if (p := policy.pair(s, d)) is not None)
         if not pairs:
-            raise UsageError(f"{src}:{dst}", "no policy rule covers this pair")
+            named = ", ".join(f"{s}:{d}" for s, d in wanted)
+            raise UsageError(named, "no policy rule covers this pair")
 
         return await self.start(policy, kind="rescan", base_run=base.id, pairs=pairs)
 

@@ -109,13 +109,20 @@ async def post_run(request: web.Request) -> web.Response:
 
 async def post_rescan(request: web.Request) -> web.Response:
     data = await _json(request)
+    manager = request.app[MANAGER]
     try:
-        run = await request.app[MANAGER].rescan(
-            str(data.get("src")),
-            str(data.get("dst")),
-            str(data.get("direction", "both")),
-            data.get("base_run"),
-        )
+        if "pairs" in data:
+            wanted = [(str(s), str(d)) for s, d in data["pairs"]]
+            run = await manager.rescan_pairs(wanted, data.get("base_run"))
+        else:
+            run = await manager.rescan(
+                str(data.get("src")),
+                str(data.get("dst")),
+                str(data.get("direction", "both")),
+                data.get("base_run"),
+            )
+    except (TypeError, ValueError):
+        raise web.HTTPBadRequest(reason="pairs must be [[src, dst], ...]") from None
     except CoordinatorError as exc:
         return _error(exc)
 

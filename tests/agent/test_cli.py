@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agent import engines
+from agent import cli, engines
 from agent.cli import main, run_checks
 from agent.config import AgentConfig
+from agent.identity import AgentIdentityError
 
 if TYPE_CHECKING:
     from conftest import FakeCoordinator, SqsQueue, TrustKit
@@ -263,3 +264,44 @@ def test_run_as_root_is_refused_in_one_line(trust_kit: TrustKit) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("agent: SEGSCAN_ALLOW_ROOT: refusing to run as root")
     assert done.stderr.count("\n") == 1
+
+
+def test_run_without_a_subnet_asks_the_metadata_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One image serves every subnet: ``agent run`` learns its subnet on EC2."""
+    seen: list[str] = []
+
+    async def resolve(network_map: object) -> str:
+        return "cde-a"
+
+    async def serve(config: AgentConfig) -> None:
+        seen.append(config.subnet)
+
+    monkeypatch.delenv("SEGSCAN_SUBNET", raising=False)
+    monkeypatch.setenv("SEGSCAN_COORDINATOR_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(cli, "resolve_subnet", resolve)
+    monkeypatch.setattr(cli, "serve", serve)
+
+    code = main(["run", "--allow-root"])
+
+    assert code == 0
+    assert seen == ["cde-a"]
+
+
+def test_run_where_no_metadata_service_answers_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def resolve(network_map: object) -> str:
+        raise AgentIdentityError("http://imds", "no answer")
+
+    monkeypatch.delenv("SEGSCAN_SUBNET", raising=False)
+    monkeypatch.setattr(cli, "resolve_subnet", resolve)
+
+    code = main(["run"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "SEGSCAN_SUBNET" in err
+    assert "no answer" in err
