@@ -29,15 +29,8 @@ from coordinator import leasing, metrics
 from coordinator.deadletters import Drain, watched_sources
 from coordinator.dispatch import Dispatcher
 from coordinator.errors import QueueError
-from coordinator.store import (
-    UNSETTLED,
-    Store,
-    chunks,
-    dead_letters,
-    late_results,
-    results,
-    runs,
-)
+from coordinator.store import UNSETTLED, Store
+from coordinator.tables import chunks, dead_letters, late_results, results, runs
 
 log = structlog.get_logger(__name__)
 

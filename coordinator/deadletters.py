@@ -22,15 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from coordinator.dispatch import QueueConfig
 from coordinator.errors import QueueError
-from coordinator.store import (
-    ChunkState,
-    Store,
-    chunks,
-    dead_letters,
-    pairs,
-    refusals,
-    runs,
-)
+from coordinator.store import ChunkState, Store
+from coordinator.tables import chunks, dead_letters, pairs, refusals, runs
 from protocol import codec
 from protocol.errors import ProtocolError
 from protocol.messages import Assignment

@@ -27,7 +27,8 @@ import structlog
 from coordinator import budget, planner
 from coordinator.budget import Candidate
 from coordinator.dispatch import Dispatcher
-from coordinator.store import ChunkState, Store, chunks, runs
+from coordinator.store import ChunkState, Store
+from coordinator.tables import chunks, runs
 from protocol import codec
 from protocol.messages import Assignment
 

@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from coordinator.store import RunRecord, Store, chunks, refusals
+from coordinator.store import RunRecord, Store
+from coordinator.tables import chunks, refusals
 from protocol.messages import Refusal
 
 log = structlog.get_logger(__name__)

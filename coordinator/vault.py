@@ -24,7 +24,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from coordinator import csvout, dot, evidence, html, keys, nmapxml
 from coordinator.errors import NotFoundError, ServiceError, UsageError
 from coordinator.report import render_text
-from coordinator.store import RunRecord, Store, chunks, results
+from coordinator.store import RunRecord, Store
+from coordinator.tables import chunks, results
 from protocol.signer import FileSigner, Signer
 
 log = structlog.get_logger(__name__)

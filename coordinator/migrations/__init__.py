@@ -16,6 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from coordinator.tables import metadata
+
 HERE = Path(__file__).parent
 SPINE_REVISION = "0001"  # the schema the spine created without Alembic
 
@@ -49,8 +51,6 @@ def upgrade(connection: sa.Connection) -> None:
     suggests: tests/coordinator/test_migrations.py proves that the same as
     walking every migration.
     """
-    from coordinator.store import metadata  # the store imports this module
-
     cfg = config(connection)
     if current(connection) is None:
         if not sa.inspect(connection).has_table("runs"):

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from coordinator.store import DEFAULT_DB_URL, metadata
+from coordinator.store import DEFAULT_DB_URL
+from coordinator.tables import metadata
 
 
 def _migrate(connection: sa.Connection) -> None:

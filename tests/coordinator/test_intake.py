@@ -23,7 +23,7 @@ from coordinator import intake, service
 from coordinator.auth import load_agent_keys
 from coordinator.errors import UsageError
 from coordinator.runs import RunManager
-from coordinator.store import results
+from coordinator.tables import results
 from protocol import codec, envelope
 from protocol.envelope import Context
 from protocol.messages import Assignment, Heartbeat, Refusal, Refused, Result

@@ -15,7 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from coordinator import migrations
-from coordinator.store import ChunkState, Store, metadata
+from coordinator.store import ChunkState, Store
+from coordinator.tables import metadata
 from tests.postgres import PostgresServer
 
 
