@@ -109,24 +109,28 @@ async def post_run(request: web.Request) -> web.Response:
 
 async def post_rescan(request: web.Request) -> web.Response:
     data = await _json(request)
-    manager = request.app[MANAGER]
+    manager, base_run = request.app[MANAGER], data.get("base_run")
     try:
         if "pairs" in data:
-            wanted = [(str(s), str(d)) for s, d in data["pairs"]]
-            run = await manager.rescan_pairs(wanted, data.get("base_run"))
+            run = await manager.rescan_pairs(_pair_list(data["pairs"]), base_run)
         else:
             run = await manager.rescan(
                 str(data.get("src")),
                 str(data.get("dst")),
                 str(data.get("direction", "both")),
-                data.get("base_run"),
+                base_run,
             )
-    except (TypeError, ValueError):
-        raise web.HTTPBadRequest(reason="pairs must be [[src, dst], ...]") from None
     except CoordinatorError as exc:
         return _error(exc)
 
     return web.json_response({"run": run.id}, status=201)
+
+
+def _pair_list(value: Any) -> list[tuple[str, str]]:
+    try:
+        return [(str(src), str(dst)) for src, dst in value]
+    except (TypeError, ValueError):
+        raise web.HTTPBadRequest(reason="pairs must be [[src, dst], ...]") from None
 
 
 async def get_run(request: web.Request) -> web.Response:

@@ -15,11 +15,12 @@ from typing import Any
 import msgspec
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 
-from coordinator import intake, service
+from coordinator import intake
 from coordinator.auth import load_agent_keys
 from coordinator.errors import UsageError
 from coordinator.runs import RunManager
@@ -35,18 +36,11 @@ MSGPACK = {"Content-Type": "application/msgpack"}
 
 
 @pytest.fixture
-def keyring(tmp_path: Path) -> Keyring:
-    return Keyring.make(tmp_path / "agent-keys")
-
-
-@pytest.fixture
 async def client(
-    run_manager: RunManager, monkeypatch: pytest.MonkeyPatch, keyring: Keyring
+    service_app: web.Application,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     """A client without the operator token, as agents and strangers are."""
-    monkeypatch.setattr(service, "SETTLE_INTERVAL_S", 3600.0)
-    app = service.make_app(run_manager, keyring.agent_keys(), TOKEN)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(TestServer(service_app)) as test_client:
         yield test_client
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
-from coordinator import report, service
+from coordinator import report
 from coordinator.errors import QueueError
 from coordinator.runs import RunManager
 from protocol import codec
@@ -35,18 +36,11 @@ OPEN_PG = Finding(
 
 
 @pytest.fixture
-def keyring(tmp_path: Path) -> Keyring:
-    return Keyring.make(tmp_path / "agent-keys")
-
-
-@pytest.fixture
 async def client(
-    run_manager: RunManager, monkeypatch: pytest.MonkeyPatch, keyring: Keyring
+    service_app: web.Application,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     """A client of the service holding the operator token; the settler sleeps."""
-    monkeypatch.setattr(service, "SETTLE_INTERVAL_S", 3600.0)
-    app = service.make_app(run_manager, keyring.agent_keys(), TOKEN)
-    server = TestServer(app)
+    server = TestServer(service_app)
     async with TestClient(server, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         yield c
 
