@@ -26,6 +26,9 @@ DEFAULT_COORDINATOR_KEY = "/etc/segscan/keys/assignments.pem"
 DEFAULT_SCOPE_KEY = "/etc/segscan/keys/scopes.pem"
 DEFAULT_SCOPE = "/etc/segscan/scope"
 AGENT_KEY_FILE = "agent-key.pem"  # in the state directory, unless set
+# Stands for the agent's subnet in SEGSCAN_AGENT_KEY, so that one image names
+# each subnet's own key: alias/segscan-agent-{subnet} (deploy/aws/agents.yaml).
+SUBNET_PLACEHOLDER = "{subnet}"
 
 # SQS queue names: 1-80 characters, alphanumerics, hyphens and underscores
 # (Amazon SQS Developer Guide, "Quotas related to queues").
@@ -47,7 +50,7 @@ class AgentConfig:
     coordinator_key: Path = Path(DEFAULT_COORDINATOR_KEY)  # verifies assignments
     scope: Path = Path(DEFAULT_SCOPE)  # a scope file, or a directory of them
     scope_key: Path = Path(DEFAULT_SCOPE_KEY)  # verifies the scope
-    agent_key: str = ""  # signs what it posts: a PEM path or a KMS key ARN
+    agent_key: str = ""  # signs what it posts: a PEM path or a KMS key or alias
     allow_root: bool = False
     # Delivery (agent/lease.py): how long a held message stays hidden per
     # renewal, and how long a refused one hides before its next receive.
@@ -83,7 +86,7 @@ class AgentConfig:
             ),
             scope=_path(env, "SEGSCAN_SCOPE", DEFAULT_SCOPE),
             scope_key=_path(env, "SEGSCAN_SCOPE_KEY", DEFAULT_SCOPE_KEY),
-            agent_key=env.get("SEGSCAN_AGENT_KEY") or str(state_dir / AGENT_KEY_FILE),
+            agent_key=_agent_key(env, subnet, state_dir),
             allow_root=_flag(env, "SEGSCAN_ALLOW_ROOT"),
             lease_s=_seconds(env, "SEGSCAN_LEASE_S", DEFAULT_LEASE_S, 30),
             rejected_hide_s=_seconds(
@@ -98,6 +101,13 @@ def _required(env: Mapping[str, str], name: str) -> str:
         raise ConfigError(name, "not set; the agent needs it")
 
     return value
+
+
+def _agent_key(env: Mapping[str, str], subnet: str, state_dir: Path) -> str:
+    """The key reference, with ``{subnet}`` replaced by this agent's subnet."""
+    ref = env.get("SEGSCAN_AGENT_KEY", "").strip() or str(state_dir / AGENT_KEY_FILE)
+
+    return ref.replace(SUBNET_PLACEHOLDER, subnet)
 
 
 def _url(env: Mapping[str, str], name: str, *, required: bool = False) -> str:

@@ -11,7 +11,14 @@ import structlog
 from aiohttp import web
 
 from coordinator import accounting
-from coordinator.auth import agent_keys_dir, load_agent_keys, operator_token
+from coordinator.auth import (
+    agent_key_aliases,
+    agent_keys_dir,
+    load_agent_keys,
+    load_kms_agent_keys,
+    operator_token,
+    refresh_agent_keys,
+)
 from coordinator.dispatch import Dispatcher, QueueConfig
 from coordinator.errors import UsageError
 from coordinator.runs import RunManager
@@ -36,7 +43,12 @@ async def serve(listen: str, db_url: str | None, evidence: str | None = None) ->
     """Serve until SIGTERM or SIGINT; ``evidence`` is where bundles go."""
     host, port = parse_listen(listen)
     vault = Vault.from_env(evidence)
-    agent_keys = load_agent_keys(agent_keys_dir())
+    # On AWS the agents' keys live in KMS; in the lab, in a directory.
+    aliases = agent_key_aliases()
+    if aliases:
+        agent_keys = await load_kms_agent_keys(aliases)
+    else:
+        agent_keys = load_agent_keys(agent_keys_dir())
     token = operator_token()
     exits = contextlib.AsyncExitStack()
     signer = await exits.enter_async_context(open_coordinator_signer())
@@ -44,6 +56,8 @@ async def serve(listen: str, db_url: str | None, evidence: str | None = None) ->
     store = await Store.open(url)
     manager = RunManager(store, Dispatcher(QueueConfig.from_env(), signer), vault)
     app = make_app(manager, agent_keys, token)
+    if aliases:
+        refresh_agent_keys(app, agent_keys, aliases)
     accounting.keep_moving(app, store, manager.dispatcher)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

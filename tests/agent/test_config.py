@@ -107,3 +107,22 @@ def test_lease_and_refusal_hiding_default_to_minutes_and_can_be_set() -> None:
 def test_a_lease_setting_out_of_range_is_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         AgentConfig.from_env({**MINIMAL, name: value})
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("alias/segscan-agent-{subnet}", "alias/segscan-agent-cde-a"),
+        (
+            "arn:aws:kms:us-east-1:111111111111:alias/segscan-agent-{subnet}",
+            "arn:aws:kms:us-east-1:111111111111:alias/segscan-agent-cde-a",
+        ),
+        ("/srv/keys/{subnet}.pem", "/srv/keys/cde-a.pem"),
+        ("/srv/keys/agent.pem", "/srv/keys/agent.pem"),
+    ],
+)
+def test_the_agent_key_names_its_own_subnets_key(given: str, expected: str) -> None:
+    """One image, one environment file: the subnet found at start picks the key."""
+    config = AgentConfig.from_env({**MINIMAL, "SEGSCAN_AGENT_KEY": given})
+
+    assert config.agent_key == expected

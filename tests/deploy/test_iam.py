@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.auth import MIN_TOKEN_CHARS
 from coordinator.changes import WATCHED_EVENTS
 from tests.deploy.cfn_render import (
     NON_PCI,
@@ -124,6 +125,61 @@ def agent_roles(res: Resolver) -> Iterator[tuple[str, str]]:
 
 
 AGENT_STACKS = [("agents-pci.json", PCI), ("agents-nonpci.json", NON_PCI)]
+COORDINATOR_ROLE = f"arn:aws:iam::{NON_PCI}:role/segscan-coordinator"
+# Every KMS call that uses a key, or changes who may use it.
+KMS_KEY_ACTIONS = {
+    "kms:Sign",
+    "kms:Verify",
+    "kms:GetPublicKey",
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateMac",
+    "kms:CreateGrant",
+    "kms:PutKeyPolicy",
+    "kms:ScheduleKeyDeletion",
+    "kms:DisableKey",
+}
+
+
+def _agents(parameter_file: str) -> list[str]:
+    """The subnet names of the agents a parameter file deploys."""
+    entries = load_parameters(parameter_file)["Agents"].split(",")
+    return [entry.split("=")[0] for entry in entries]
+
+
+def _principals(statement: dict[str, Any]) -> list[str]:
+    principal = statement.get("Principal", {})
+    return [str(p) for p in _list(principal.get("AWS", []))]
+
+
+def _key_statements(res: Resolver, logical: str) -> list[dict[str, Any]]:
+    policy = res.resources[logical]["Properties"]["KeyPolicy"]
+    return list(_list(policy["Statement"]))
+
+
+def _who_may(statements: list[dict[str, Any]], action: str) -> list[str]:
+    """The principals a key policy allows ``action``, conditions aside."""
+    return sorted(
+        p
+        for s in statements
+        if s["Effect"] == "Allow" and _matches(s["Action"], action, case=False)
+        for p in _principals(s)
+    )
+
+
+def agent_keys(res: Resolver) -> dict[str, str]:
+    """Subnet -> logical id of its agent's key, found through the key's alias."""
+    found: dict[str, str] = {}
+    for spec in res.resources.values():
+        props = spec.get("Properties", {})
+        if spec["Type"] == "AWS::KMS::Alias":
+            subnet = props["AliasName"].removeprefix("alias/segscan-agent-")
+            found[subnet] = props["TargetKeyId"].strip("{}")
+
+    return found
 
 
 @pytest.mark.parametrize(("parameter_file", "account"), AGENT_STACKS)
@@ -282,16 +338,26 @@ def _principal_accounts(document: dict[str, Any]) -> set[str]:
 def test_nothing_in_the_pci_account_lets_another_account_in(
     template: str, parameter_file: str
 ) -> None:
-    """No trust, key or resource policy in the PCI account names another account."""
+    """No trust, key or resource policy in the PCI account names another account,
+    but for one grant: the coordinator's role may read agents' public keys."""
     resources = resolver(template, parameter_file, PCI).resources
-
-    accounts = {
-        a
+    outward = [
+        (r["Type"], s)
         for r in resources.values()
         for d in _documents(r)
-        for a in _principal_accounts(d)
-    }
-    assert accounts <= {PCI}
+        for s in _list(d["Statement"])
+        if _principal_accounts({"Statement": [s]}) - {PCI}
+    ]
+
+    for kind, statement in outward:
+        assert kind == "AWS::KMS::Key"
+        assert statement["Effect"] == "Allow"
+        assert _list(statement["Action"]) == ["kms:GetPublicKey"]
+        assert statement["Condition"] == {
+            "ArnEquals": {"aws:PrincipalArn": COORDINATOR_ROLE}
+        }
+    agents = _agents(parameter_file) if template == "agents.yaml" else []
+    assert len(outward) == len(agents)
     assert not [
         r for r in resources.values() if r["Type"] == "AWS::EC2::VPCEndpointService"
     ]
@@ -328,3 +394,131 @@ def test_the_coordinator_account_grants_the_pci_account_only_calls_outward() -> 
 
     assert granted == AGENT_ACTIONS | {"events:PutEvents"}
     assert not any(PCI in _principal_accounts(d) for d in trust)
+
+
+@pytest.mark.parametrize(("parameter_file", "account"), AGENT_STACKS)
+def test_only_a_subnets_own_agent_role_may_sign_with_its_key(
+    parameter_file: str, account: str
+) -> None:
+    res = resolver("agents.yaml", parameter_file, account)
+    keys = agent_keys(res)
+
+    assert sorted(keys) == sorted(_agents(parameter_file))
+    for subnet, logical in keys.items():
+        key = res.resources[logical]["Properties"]
+        statements = _key_statements(res, logical)
+        own_role = f"arn:aws:iam::{account}:role/segscan-agent-{subnet}"
+        assert (key["KeySpec"], key["KeyUsage"]) == (
+            "ECC_NIST_EDWARDS25519",
+            "SIGN_VERIFY",
+        )
+        assert _who_may(statements, "kms:Sign") == [own_role]
+
+
+@pytest.mark.parametrize(("parameter_file", "account"), AGENT_STACKS)
+def test_agent_keys_grant_the_coordinator_the_public_half_only(
+    parameter_file: str, account: str
+) -> None:
+    res = resolver("agents.yaml", parameter_file, account)
+
+    for logical in agent_keys(res).values():
+        statements = _key_statements(res, logical)
+        (grant,) = [
+            s for s in statements if s.get("Sid") == "CoordinatorReadsPublicKey"
+        ]
+        assert _list(grant["Action"]) == ["kms:GetPublicKey"]
+        assert _principals(grant) == [f"arn:aws:iam::{NON_PCI}:root"]
+        assert grant["Condition"]["ArnEquals"]["aws:PrincipalArn"] == COORDINATOR_ROLE
+        for action in KMS_KEY_ACTIONS - {"kms:GetPublicKey"}:
+            assert f"arn:aws:iam::{NON_PCI}:root" not in _who_may([grant], action), (
+                action
+            )
+
+
+def test_the_coordinator_may_only_read_agents_public_keys() -> None:
+    """Through IAM it may GetPublicKey on agent keys in both accounts, nothing more."""
+    res = resolver("coordinator.yaml", "coordinator.json", NON_PCI)
+    statements = role_statements(res, "CoordinatorTaskRole")
+    samples = [
+        f"arn:aws:kms:{REGION}:{account}:key/0a1b2c3d-0000-4000-8000-00000000000{n}"
+        for n, account in enumerate((PCI, NON_PCI))
+    ]
+    (read,) = [s for s in statements if s.get("Sid") == "ReadAgentPublicKeys"]
+
+    for key in samples:
+        assert allows(statements, "kms:GetPublicKey", key)
+        for action in KMS_KEY_ACTIONS - {"kms:GetPublicKey"}:
+            assert not allows(statements, action, key), (action, key)
+    assert read["Condition"] == {
+        "ForAnyValue:StringLike": {"kms:ResourceAliases": "alias/segscan-agent-*"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("template", "parameter_file", "key", "signer"),
+    [
+        ("coordinator.yaml", "coordinator.json", "SigningKey", COORDINATOR_ROLE),
+        (
+            "agent-image.yaml",
+            "agent-image.json",
+            "ScopeSigningKey",
+            load_parameters("agent-image.json")["ScopeSignerArn"],
+        ),
+    ],
+)
+def test_a_signing_key_signs_only_for_its_one_principal(
+    template: str, parameter_file: str, key: str, signer: str
+) -> None:
+    """The assignment key signs only for the coordinator task role, the scope
+    key only for the segmentation owner; administrators cannot sign."""
+    account = NON_PCI if template == "coordinator.yaml" else PCI
+    res = resolver(template, parameter_file, account)
+    key_arn = f"{{{key}.Arn}}"
+
+    assert _who_may(_key_statements(res, key), "kms:Sign") == [signer]
+    roles = [n for n, r in res.resources.items() if r["Type"] == "AWS::IAM::Role"]
+    signing_roles = [
+        n for n in roles if allows(role_statements(res, n), "kms:Sign", key_arn)
+    ]
+    assert signing_roles == (["CoordinatorTaskRole"] if key == "SigningKey" else [])
+
+
+def test_the_execution_role_reads_only_the_coordinators_secrets() -> None:
+    """ECS reads the operator token (and the database password it always
+    needed) to hand them to the task; no other secret, and no other role."""
+    res = resolver("coordinator.yaml", "coordinator.json", NON_PCI)
+    token, database = "{OperatorToken}", "{Database.MasterUserSecret.SecretArn}"
+    other = f"arn:aws:secretsmanager:{REGION}:{NON_PCI}:secret:other-AbCdEf"
+    execution = role_statements(res, "TaskExecutionRole")
+    granted = {
+        (action, resource)
+        for s in execution
+        if s["Effect"] == "Allow"
+        for action in _list(s["Action"])
+        if action.startswith("secretsmanager:")
+        for resource in _list(s["Resource"])
+    }
+
+    assert granted == {
+        ("secretsmanager:GetSecretValue", token),
+        ("secretsmanager:GetSecretValue", database),
+    }
+    assert not allows(execution, "secretsmanager:GetSecretValue", other)
+    roles = [n for n, r in res.resources.items() if r["Type"] == "AWS::IAM::Role"]
+    for logical in set(roles) - {"TaskExecutionRole"}:
+        statements = role_statements(res, logical)
+        for secret in (token, database, "*"):
+            assert not allows(statements, "secretsmanager:GetSecretValue", secret)
+
+
+def test_the_operator_token_is_generated_and_injected_as_a_secret() -> None:
+    resources = resolver("coordinator.yaml", "coordinator.json", NON_PCI).resources
+    secret = resources["OperatorToken"]["Properties"]
+    container = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    secrets = {s["Name"]: s["ValueFrom"] for s in container["Secrets"]}
+    environment = {e["Name"] for e in container["Environment"]}
+
+    assert secret["GenerateSecretString"]["PasswordLength"] >= MIN_TOKEN_CHARS
+    assert secret["KmsKeyId"] == "{DataKey.Arn}"
+    assert secrets["SEGSCAN_OPERATOR_TOKEN"] == "{OperatorToken}"
+    assert "SEGSCAN_OPERATOR_TOKEN" not in environment

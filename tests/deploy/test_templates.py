@@ -20,12 +20,18 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.config import AgentConfig
+from coordinator.auth import AGENT_KEY_ALIASES_ENV, agent_key_aliases
 from coordinator.changes import WATCHED_EVENTS, affected_pairs, load_network_map
 from coordinator.policy import load_policy
+from coordinator.vault import Vault
 from tests.deploy.cfn_render import (
     AWS_DIR,
     DEPLOYMENTS,
     FOUNDING,
+    NON_PCI,
+    PCI,
+    REGION,
     TEMPLATES,
     load_parameters,
     load_template,
@@ -258,6 +264,97 @@ def test_the_image_component_installs_the_reviewed_unit_and_verifies_it() -> Non
     assert "segscan-agent.service /etc/systemd/system/" in commands["build"]
     assert "--no-index" in commands["build"]
     assert "systemd-analyze verify" in commands["validate"]
+
+
+def _coordinator_environment() -> dict[str, str]:
+    resources = resolver("coordinator.yaml", "coordinator.json", NON_PCI).resources
+    container = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+
+    return {e["Name"]: str(e["Value"]) for e in container["Environment"]}
+
+
+def _agent_key_aliases() -> dict[str, str]:
+    """Subnet -> alias ARN, as the two founding agents stacks create them."""
+    aliases: dict[str, str] = {}
+    for parameter_file, account in [
+        ("agents-pci.json", PCI),
+        ("agents-nonpci.json", NON_PCI),
+    ]:
+        for spec in resolver("agents.yaml", parameter_file, account).resources.values():
+            if spec["Type"] == "AWS::KMS::Alias":
+                name = spec["Properties"]["AliasName"]
+                subnet = name.removeprefix("alias/segscan-agent-")
+                aliases[subnet] = f"arn:aws:kms:{REGION}:{account}:{name}"
+
+    return aliases
+
+
+def test_the_coordinator_reads_exactly_the_keys_the_agents_stacks_make(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        AGENT_KEY_ALIASES_ENV, _coordinator_environment()[AGENT_KEY_ALIASES_ENV]
+    )
+    policy = load_policy(FOUNDING / "policy.yaml")
+
+    assert agent_key_aliases() == _agent_key_aliases()
+    assert set(_agent_key_aliases()) == {
+        subnet for segment in policy.segments.values() for subnet in segment
+    }
+
+
+def _image_environment() -> dict[str, str]:
+    """The agent.env the image component writes, with its parameters filled in."""
+    component = load_template("agent-image.yaml")["Resources"]["AgentComponent"]
+    document = yaml.safe_load(component["Properties"]["Data"])
+    (install,) = [
+        step
+        for phase in document["phases"]
+        for step in phase["steps"]
+        if step["name"] == "Install"
+    ]
+    (command,) = [c for c in install["inputs"]["commands"] if "agent.env" in c]
+    for name, value in {
+        "CoordinatorUrl": "https://segscan.internal.example.com",
+        "QueueOwner": NON_PCI,
+        "Region": REGION,
+    }.items():
+        command = command.replace(f"{{{{ {name} }}}}", value)
+    printed = subprocess.run(
+        ["bash", "-c", command.split(">", 1)[0]],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+
+    return dict(line.split("=", 1) for line in printed.splitlines())
+
+
+def test_each_agent_from_the_one_image_signs_with_its_own_subnets_key() -> None:
+    env = _image_environment()
+    aliases = _agent_key_aliases()
+
+    for subnet, alias_arn in aliases.items():
+        config = AgentConfig.from_env({**env, "SEGSCAN_SUBNET": subnet})
+        assert config.agent_key == "alias/" + alias_arn.split(":alias/")[1]
+    assert env["AWS_DEFAULT_REGION"] == REGION
+
+
+def test_evidence_objects_are_locked_as_long_as_the_bucket_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resources = resolver("coordinator.yaml", "coordinator.json", NON_PCI).resources
+    lock = resources["EvidenceBucket"]["Properties"]["ObjectLockConfiguration"]
+    days = lock["Rule"]["DefaultRetention"]["Days"]
+    environment = _coordinator_environment()
+    monkeypatch.setenv(
+        "SEGSCAN_EVIDENCE_RETENTION_DAYS",
+        environment["SEGSCAN_EVIDENCE_RETENTION_DAYS"],
+    )
+
+    assert days == load_parameters("coordinator.json")["EvidenceRetentionDays"]
+    assert Vault.from_env("/tmp/evidence").retention_days == int(days)
 
 
 class _FakeEcs:

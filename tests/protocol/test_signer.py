@@ -1,114 +1,39 @@
 """Signers: a PEM key in this process, and KMS, here a stand-in on loopback.
 
-moto (5.x) has no Ed25519 KMS keys, so the KMS signer is tested against a
-small stand-in that speaks KMS's JSON protocol (Sign, GetPublicKey) and signs
-with a real Ed25519 key: aiobotocore, the request shapes and the signature are
-real; KMS's own service is not.
+moto (5.x) has no Ed25519 KMS keys, so the KMS signer is tested against the
+stand-in of tests/kms.py, which speaks KMS's JSON protocol and signs with real
+Ed25519 keys.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import envelope
 from protocol.envelope import Context
 from protocol.signer import (
-    KMS_ENDPOINT_ENV,
     KMS_MAX_MESSAGE_BYTES,
     FileSigner,
+    is_kms_ref,
+    kms_public_keys,
     kms_region,
     open_signer,
 )
 from protocol.signing import SignatureError, generate_key, key_id, verify
+from tests.kms import KmsStandIn, serving
 
 ARN = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-
-
-class KmsStandIn:
-    """Answers kms:Sign and kms:GetPublicKey for one Ed25519 key."""
-
-    def __init__(self) -> None:
-        self.key = Ed25519PrivateKey.generate()
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.deny = False
-
-    async def handle(self, request: web.Request) -> web.Response:
-        action = request.headers["X-Amz-Target"].removeprefix("TrentService.")
-        body = json.loads(await request.read())
-        self.requests.append((action, body))
-        if self.deny:
-            return _error("AccessDeniedException", "not allowed to sign", 400)
-        if action == "GetPublicKey":
-            der = self.key.public_key().public_bytes(
-                serialization.Encoding.DER,
-                serialization.PublicFormat.SubjectPublicKeyInfo,
-            )
-            return _json(
-                {
-                    "KeyId": body["KeyId"],
-                    "PublicKey": base64.b64encode(der).decode(),
-                    "KeySpec": "ECC_NIST_EDWARDS25519",
-                    "KeyUsage": "SIGN_VERIFY",
-                    "SigningAlgorithms": ["ED25519_SHA_512"],
-                }
-            )
-        if (
-            body.get("SigningAlgorithm") != "ED25519_SHA_512"
-            or body.get("MessageType") != "RAW"
-        ):
-            return _error("ValidationException", "wrong algorithm", 400)
-        signature = self.key.sign(base64.b64decode(body["Message"]))
-        return _json(
-            {
-                "KeyId": body["KeyId"],
-                "Signature": base64.b64encode(signature).decode(),
-                "SigningAlgorithm": "ED25519_SHA_512",
-            }
-        )
-
-
-def _json(body: dict[str, Any]) -> web.Response:
-    return web.Response(
-        body=json.dumps(body).encode(), content_type="application/x-amz-json-1.1"
-    )
-
-
-def _error(code: str, message: str, status: int) -> web.Response:
-    body = {"__type": code, "message": message}
-    return web.Response(
-        body=json.dumps(body).encode(),
-        status=status,
-        content_type="application/x-amz-json-1.1",
-    )
+ALIAS = "alias/segscan-agent-cde-a"
+ALIAS_ARN = "arn:aws:kms:eu-west-1:123456789012:alias/segscan-agent-cde-b"
 
 
 @pytest.fixture
 async def kms(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KmsStandIn]:
-    stand_in = KmsStandIn()
-    app = web.Application()
-    app.router.add_post("/", stand_in.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    monkeypatch.setenv(KMS_ENDPOINT_ENV, f"http://{host}:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "segscan-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "segscan-test")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
+    async with serving(KmsStandIn([ARN, ALIAS, ALIAS_ARN]), monkeypatch) as stand_in:
         yield stand_in
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_file_signer_signs_what_its_public_key_verifies(tmp_path: Path) -> None:
@@ -137,7 +62,7 @@ async def test_a_kms_signer_signs_envelopes_agents_verify_offline(
         sealed = await envelope.seal(b"payload", Context.ASSIGNMENT, signer)
 
     signed = envelope.open_envelope(sealed, 1024)
-    public = kms.key.public_key()
+    public = kms.keys[ARN].public_key()
     assert signer.key_id == key_id(public)
     assert envelope.check(signed, Context.ASSIGNMENT, {key_id(public): public})
     assert [action for action, _ in kms.requests] == ["GetPublicKey", "Sign"]
@@ -157,6 +82,87 @@ async def test_kms_is_never_asked_to_sign_more_than_it_takes(kms: KmsStandIn) ->
     async with open_signer(ARN) as signer:
         with pytest.raises(SignatureError, match="over KMS's 4096"):
             await signer.sign(b"x" * (KMS_MAX_MESSAGE_BYTES + 1))
+
+
+async def test_an_alias_name_signs_in_the_callers_own_region(
+    kms: KmsStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One agent image names its key ``alias/segscan-agent-<subnet>``, no account."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+
+    async with open_signer(ALIAS) as signer:
+        signature = await signer.sign(b"result")
+
+    verify(kms.keys[ALIAS].public_key(), signature, b"result", ALIAS)
+    assert [body["KeyId"] for _, body in kms.requests] == [ALIAS, ALIAS]
+
+
+async def test_an_alias_name_without_a_region_is_a_signature_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+
+    with pytest.raises(SignatureError, match="AWS_DEFAULT_REGION") as caught:
+        async with open_signer(ALIAS):
+            pass
+
+    assert caught.value.subject == ALIAS
+
+
+async def test_a_key_kms_does_not_have_is_a_signature_error_for_a_signer(
+    kms: KmsStandIn,
+) -> None:
+    missing = ARN.replace("1234abcd", "0000abcd")
+
+    with pytest.raises(SignatureError, match="NotFoundException"):
+        async with open_signer(missing):
+            pass
+
+
+async def test_public_keys_are_read_for_every_reference_kms_knows(
+    kms: KmsStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys not made yet are left out; only GetPublicKey is ever called."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    missing = ALIAS_ARN.replace("cde-b", "cde-c")
+
+    found = await kms_public_keys([ALIAS_ARN, missing, ALIAS])
+
+    assert set(found) == {ALIAS_ARN, ALIAS}
+    assert key_id(found[ALIAS_ARN]) == key_id(kms.keys[ALIAS_ARN].public_key())
+    assert key_id(found[ALIAS]) == key_id(kms.keys[ALIAS].public_key())
+    assert {action for action, _ in kms.requests} == {"GetPublicKey"}
+
+
+async def test_reading_public_keys_kms_refuses_is_a_signature_error(
+    kms: KmsStandIn,
+) -> None:
+    kms.deny = True
+
+    with pytest.raises(SignatureError, match="AccessDeniedException") as caught:
+        await kms_public_keys([ALIAS_ARN])
+
+    assert caught.value.subject == ALIAS_ARN
+
+
+async def test_reading_public_keys_refuses_a_file_path() -> None:
+    with pytest.raises(SignatureError, match="not a KMS key"):
+        await kms_public_keys(["/etc/segscan/keys/agent.pem"])
+
+
+@pytest.mark.parametrize(
+    ("ref", "kms_held"),
+    [
+        (ARN, True),
+        (ALIAS_ARN, True),
+        (ALIAS, True),
+        ("alias/segscan-agent-{subnet}", False),  # not substituted yet
+        ("/var/lib/segscan-agent/agent-key.pem", False),
+        ("alias/agent-key.pem", False),
+    ],
+)
+def test_kms_references_are_told_from_paths(ref: str, kms_held: bool) -> None:
+    assert is_kms_ref(ref) is kms_held
 
 
 @pytest.mark.parametrize(
