@@ -35,6 +35,7 @@ from agent.queue import AssignmentQueue
 from agent.runner import expand_targets, serve
 from agent.scope import verify_file
 from agent.sender import Health, Sender
+from agent.syn import SynOutcome
 from protocol.messages import ScanKind
 from protocol.ports import PortRanges, format_ports, parse_ports
 from protocol.scope import describe
@@ -184,10 +185,18 @@ def _is_root() -> bool:
 
 
 def _outcome_json(outcome: ScanOutcome) -> str:
+    """One object: ``engine``, ``findings`` in the report's shape, ``accounting``.
+
+    The SYN engine's accounting (rate achieved, kernel drop counters, frames,
+    rejected replies) is richer than the coverage every engine reports.
+    """
+    accounting: object = outcome.coverage
+    if isinstance(outcome, SynOutcome):
+        accounting = outcome.accounting.as_dict()
     report = {
         "engine": outcome.engine,
         "findings": outcome.findings,
-        "accounting": outcome.coverage,
+        "accounting": accounting,
     }
     return msgspec.json.encode(report).decode()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
 from agent import engines
 from agent.connect import ConnectEngine
@@ -12,17 +13,35 @@ from agent.syn import SynEngine
 from protocol.messages import ScanKind
 
 
-@pytest.mark.parametrize("kind", [ScanKind.AUTO, ScanKind.CONNECT])
-def test_auto_and_connect_get_the_connect_engine(kind: ScanKind) -> None:
-    assert isinstance(choose_engine(kind), ConnectEngine)
+@pytest.mark.parametrize("raw", [True, False])
+def test_connect_gets_the_connect_engine_whatever_the_privilege(
+    monkeypatch: pytest.MonkeyPatch, raw: bool
+) -> None:
+    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: raw)
+
+    assert isinstance(choose_engine(ScanKind.CONNECT), ConnectEngine)
 
 
-def test_syn_gets_the_syn_engine_where_raw_sockets_may_be_opened(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("kind", [ScanKind.AUTO, ScanKind.SYN])
+def test_auto_and_syn_get_the_syn_engine_where_raw_sockets_may_be_opened(
+    monkeypatch: pytest.MonkeyPatch, kind: ScanKind
 ) -> None:
     monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: True)
 
-    assert isinstance(choose_engine(ScanKind.SYN), SynEngine)
+    assert isinstance(choose_engine(kind), SynEngine)
+
+
+def test_auto_without_raw_socket_privilege_falls_back_to_connect_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: False)
+
+    with structlog.testing.capture_logs() as logs:
+        engine = choose_engine(ScanKind.AUTO)
+
+    assert isinstance(engine, ConnectEngine)
+    assert [e["event"] for e in logs] == ["engine_fallback"]
+    assert "CAP_NET_RAW" in logs[0]["reason"]
 
 
 def test_syn_without_raw_socket_privilege_is_refused_with_the_reason(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +101,32 @@ def test_rate_is_held(lab: synlab.SynLab) -> None:
 
 def test_engine_name() -> None:
     assert SynEngine.name == "syn"
+
+
+def test_agent_scan_json_prints_the_syn_accounting(lab: synlab.SynLab) -> None:
+    """``agent scan --json`` with the SYN engine: findings and its full accounting."""
+    done = subprocess.run(
+        [
+            *("ip", "netns", "exec", lab.scanner),
+            *(sys.executable, "-c", "from agent.cli import main; main()"),
+            *("scan", "10.201.1.1/32", "-p", "1-300", "--engine", "syn", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+
+    report = json.loads(done.stdout)
+    assert report["engine"] == "syn"
+    accounting = report["accounting"]
+    # Every port of 1-300 answers: open, RST (real or forged) or admin-prohibited.
+    assert accounting["planned"] == accounting["sent"] == accounting["answered"] == 300
+    assert accounting["rx_dropped"] == accounting["tx_dropped"] == 0
+    assert accounting["rate_pps"] > 0
+    assert accounting["passes"] >= 1
+    opened = [f for f in report["findings"] if f["state"] == "open"]
+    assert [(f["ports"], f["reason"], f["ttl"]) for f in opened] == [
+        ([[22, 22], [80, 80]], "syn-ack", 63)
+    ]
