@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from agent import engines
+from agent import syn
 from agent.connect import ConnectEngine
 from agent.engines import choose_engine
 from agent.errors import ScanError
@@ -17,7 +17,7 @@ from protocol.messages import ScanKind
 def test_connect_gets_the_connect_engine_whatever_the_privilege(
     monkeypatch: pytest.MonkeyPatch, raw: bool
 ) -> None:
-    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: raw)
+    monkeypatch.setattr(syn, "raw_sockets_available", lambda: raw)
 
     assert isinstance(choose_engine(ScanKind.CONNECT), ConnectEngine)
 
@@ -26,7 +26,7 @@ def test_connect_gets_the_connect_engine_whatever_the_privilege(
 def test_auto_and_syn_get_the_syn_engine_where_raw_sockets_may_be_opened(
     monkeypatch: pytest.MonkeyPatch, kind: ScanKind
 ) -> None:
-    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: True)
+    monkeypatch.setattr(syn, "raw_sockets_available", lambda: True)
 
     assert isinstance(choose_engine(kind), SynEngine)
 
@@ -34,7 +34,7 @@ def test_auto_and_syn_get_the_syn_engine_where_raw_sockets_may_be_opened(
 def test_auto_without_raw_socket_privilege_falls_back_to_connect_and_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: False)
+    monkeypatch.setattr(syn, "raw_sockets_available", lambda: False)
 
     with structlog.testing.capture_logs() as logs:
         engine = choose_engine(ScanKind.AUTO)
@@ -47,7 +47,7 @@ def test_auto_without_raw_socket_privilege_falls_back_to_connect_and_says_so(
 def test_syn_without_raw_socket_privilege_is_refused_with_the_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: False)
+    monkeypatch.setattr(syn, "raw_sockets_available", lambda: False)
 
     with pytest.raises(ScanError, match="CAP_NET_RAW") as caught:
         choose_engine(ScanKind.SYN)
