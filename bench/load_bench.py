@@ -48,13 +48,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: E402
     Ed25519PrivateKey,
 )
 
-from coordinator.store import (  # noqa: E402
-    ChunkState,
-    Store,
-    chunks,
-    pairs,
-    runs,
-)
+from coordinator.store import ChunkState, Store  # noqa: E402
+from coordinator.tables import chunks, pairs, runs  # noqa: E402
 from protocol import codec, envelope  # noqa: E402
 from protocol.envelope import Context, Signed  # noqa: E402
 from protocol.messages import (  # noqa: E402
@@ -98,6 +93,9 @@ class Load:
     rss_mb: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
     findings: float = 0.0
+    # CPU seconds over the load: the coordinator (with any workers), the
+    # PostgreSQL server, and this process (the simulated agents).
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def main() -> int:
@@ -142,7 +140,10 @@ async def intake(backend: str, rate: int, duration_s: float, findings: int) -> L
     with tempfile.TemporaryDirectory(prefix="segscan-bench-") as tmp:
         base = Path(tmp)
         keys = _agent_keys(base / "agent-keys")
-        async with _database(backend, base) as url, _coordinator(url, base) as proc:
+        async with (
+            _database(backend, base) as (url, db_pid),
+            _coordinator(url, base, db_pid) as proc,
+        ):
             store = await Store.open(url)
             try:
                 load = await _offer(store, proc, keys, rate, duration_s, findings)
@@ -154,13 +155,16 @@ async def intake(backend: str, rate: int, duration_s: float, findings: int) -> L
 
 
 @asynccontextmanager
-async def _database(backend: str, base: Path) -> AsyncIterator[str]:
+async def _database(backend: str, base: Path) -> AsyncIterator[tuple[str, int | None]]:
+    """The database's URL, and the server's process id if it has one."""
     if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{base / 'coordinator.db'}"
+        yield f"sqlite+aiosqlite:///{base / 'coordinator.db'}", None
         return
     server = await asyncio.to_thread(PostgresServer.start, True)
     try:
-        yield await asyncio.to_thread(server.new_database)
+        url = await asyncio.to_thread(server.new_database)
+        pid = (server.base / "data/postmaster.pid").read_text().split()[0]
+        yield url, int(pid)
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -169,10 +173,13 @@ async def _database(backend: str, base: Path) -> AsyncIterator[str]:
 class Coordinator:
     pid: int
     port: int
+    db_pid: int | None
 
 
 @asynccontextmanager
-async def _coordinator(url: str, base: Path) -> AsyncIterator[Coordinator]:
+async def _coordinator(
+    url: str, base: Path, db_pid: int | None
+) -> AsyncIterator[Coordinator]:
     # Opened here first, so the schema exists before the service starts.
     await (await Store.open(url)).close()
     port = _free_port()
@@ -193,7 +200,7 @@ async def _coordinator(url: str, base: Path) -> AsyncIterator[Coordinator]:
     proc = _spawn(argv, env, base / "coordinator.log")
     try:
         await _wait_listening(port, proc)
-        yield Coordinator(proc.pid, port)
+        yield Coordinator(proc.pid, port, db_pid)
     finally:
         proc.terminate()
         try:
@@ -255,6 +262,7 @@ async def _offer(
     ]
     sampler = asyncio.create_task(_sample_rss(coordinator.pid, load))
     before = await _findings_total(coordinator.port)
+    cpu_before = _cpu(coordinator)
     started = time.monotonic()
     try:
         await _schedule(jobs, rate, duration_s)
@@ -263,6 +271,7 @@ async def _offer(
         await asyncio.wait_for(asyncio.gather(*workers), timeout=duration_s + 300)
     finally:
         load.elapsed_s = time.monotonic() - started
+        load.cpu_s = {k: v - cpu_before[k] for k, v in _cpu(coordinator).items()}
         for task in (seeder, sampler, *workers):
             task.cancel()
         await asyncio.gather(seeder, sampler, *workers, return_exceptions=True)
@@ -389,13 +398,23 @@ def _findings(n: int) -> tuple[Finding, ...]:
 
 
 async def _new_run(store: Store, subnets: list[str]) -> str:
-    """A run whose chunks the seeder adds as the load goes."""
+    """A run whose chunks the seeder adds as the load goes.
+
+    One chunk is never answered: without it the coordinator would find the
+    run complete before the first chunks are seeded and settle it, and every
+    post would then be a late result.
+    """
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     now = time.time()
     row = {
         "id": run_id, "kind": "full", "base_run": None, "policy_source": "bench",
         "policy_text": "version: 1\n", "policy_sha256": "0" * 64,
         "created_at": now, "deadline": now + 86_400,
+    }  # fmt: skip
+    held = {
+        "id": uuid.uuid4().hex, "run_id": run_id, "src": subnets[0],
+        "dst": "target", "probes": 1, "state": ChunkState.LEASED,
+        "assignment": b"", "leased_at": now,
     }  # fmt: skip
     async with store.engine.begin() as conn:
         await conn.execute(sa.insert(runs).values(**row))
@@ -404,6 +423,7 @@ async def _new_run(store: Store, subnets: list[str]) -> str:
             [{"run_id": run_id, "src": s, "dst": "target", "expect": "closed"}
              for s in subnets],
         )  # fmt: skip
+        await conn.execute(sa.insert(chunks).values(**held))
 
     return run_id
 
@@ -454,6 +474,39 @@ async def _sample_rss(pid: int, load: Load) -> None:
         await asyncio.sleep(SAMPLE_S)
 
 
+def _cpu(coordinator: Coordinator) -> dict[str, float]:
+    """CPU seconds used so far by the coordinator, the database and this process."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    used = {
+        "coordinator": _tree_cpu_s(coordinator.pid),
+        "agents": own.ru_utime + own.ru_stime,
+    }
+    if coordinator.db_pid is not None:
+        used["postgres"] = _tree_cpu_s(coordinator.db_pid)
+
+    return used
+
+
+def _tree_cpu_s(root: int) -> float:
+    """User and system CPU seconds of ``root`` and every live descendant."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone since the listing
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+    tree = {root}
+    while grown := {p for p, up in parents.items() if up in tree} - tree:
+        tree |= grown
+
+    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -490,6 +543,14 @@ def _print_load(load: Load, rate: int) -> None:
         f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  failed {load.failed}  "
         f"coordinator RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB (max {max(rss):.0f}) "
         f"over {load.elapsed_s:.0f} s"
+    )
+    cores = {k: v / load.elapsed_s for k, v in load.cpu_s.items()}
+    per_post_ms = load.cpu_s["coordinator"] / max(1, load.posted) * 1000
+    print(
+        f"  {'':10} CPU cores busy: coordinator {cores['coordinator']:.2f} "
+        f"({per_post_ms:.2f} ms per post), "
+        + (f"postgres {cores['postgres']:.2f}, " if "postgres" in cores else "")
+        + f"simulated agents {cores['agents']:.2f}"
     )
 
 
@@ -563,15 +624,17 @@ async def plan_and_judge(subnets: int) -> dict[str, Any]:
         run = await manager.start(policy)
         plan_s = time.perf_counter() - started
 
-        # Every chunk answered, as agents would (not timed).
-        planned = await store.chunks(run.id)
+        # Every chunk answered, as agents would (not timed); the bench keeps
+        # no more of the chunks than it needs to answer them.
+        query = sa.select(chunks.c.id, chunks.c.src, chunks.c.dst, chunks.c.probes)
+        async with store.engine.connect() as conn:
+            planned = (await conn.execute(query.where(chunks.c.run_id == run.id))).all()
         for first in range(0, len(planned), 5000):
             posts = []
-            for chunk in planned[first : first + 5000]:
-                a = chunk.assignment
+            for chunk_id, src, dst, probes in planned[first : first + 5000]:
                 r = Result(
-                    a.id, a.run_id, a.src, a.dst, f"{a.src}@b", "syn", 1.0, 2.0,
-                    Coverage(chunk.probes, chunk.probes, 0, 2), (),
+                    chunk_id, run.id, src, dst, f"{src}@b", "syn", 1.0, 2.0,
+                    Coverage(probes, probes, 0, 2), (),
                 )  # fmt: skip
                 posts.append(Posted(r, codec.encode(r)))
             await store.add_results(posts)

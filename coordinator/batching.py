@@ -5,6 +5,13 @@ per post: each costs a few round trips and a commit.  Posts that arrive while
 a batch is being written wait for the next one, so a batch grows with the
 load and a lone post is written at once.  Every submitter still learns its
 own outcome only after the batch holding it has been committed.
+
+A batch mostly waits: on round trips, and on the commit's flush to disk.  So
+up to ``writers`` batches may be written at once, each in its own
+transaction: a post that arrives while one is committing starts the next
+instead of queueing behind it, and the database flushes their commits
+together.  The store keeps one writer where writers would only queue for the
+database's lock (SQLite).
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ MAX_BATCH = 256
 
 
 class Batcher(Generic[T, R]):
-    """Writes submitted items in batches through ``write``, one batch at a time.
+    """Writes submitted items in batches through ``write``, up to ``writers``
+    batches at a time.
 
     ``write`` returns one outcome per item, in order.  When a batch fails, its
     items are retried one by one, so one bad item fails only its own submitter.
@@ -34,25 +42,34 @@ class Batcher(Generic[T, R]):
         self,
         write: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
         max_batch: int = MAX_BATCH,
+        writers: int = 1,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._max_writers = writers
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        # Writers counted from their start to the moment their loop ends: a
+        # task's done callbacks run a step later, and a post submitted in
+        # between must not be left waiting for a writer that has stopped.
+        self._writing = 0
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         """The outcome of ``item``, once the batch holding it is written."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._drain())
+        if self._writing < self._max_writers:
+            self._writing += 1
+            writer = asyncio.create_task(self._drain())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
 
         return await future
 
     async def close(self) -> None:
         """Wait for what was submitted to be written."""
-        if self._writer is not None:
-            await asyncio.wait({self._writer})
+        if self._writers:
+            await asyncio.wait(set(self._writers))
 
     async def _drain(self) -> None:
         try:
@@ -61,7 +78,7 @@ class Batcher(Generic[T, R]):
                 del self._pending[: self._max_batch]
                 await self._write_batch(batch)
         finally:
-            self._writer = None
+            self._writing -= 1
 
     async def _write_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:

@@ -48,20 +48,31 @@ def slots(sources: int) -> int:
     return max(1, min(MAX_SLOTS, sources))
 
 
-def shares(assignments: Sequence[Assignment]) -> dict[str, Share]:
-    """Each planned assignment's share of its destination's budget.
+def slots_by_dst(pairs: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Each destination's slots, from the directed (src, dst) pairs of its chunks."""
+    sources: defaultdict[str, set[str]] = defaultdict(set)
+    for src, dst in pairs:
+        sources[dst].add(src)
+
+    return {dst: slots(len(srcs)) for dst, srcs in sources.items()}
+
+
+def share(assignment: Assignment, dst_slots: Mapping[str, int]) -> Share:
+    """A planned assignment's share of its destination's budget.
 
     The planner sets every assignment's rate to the policy's rate, which is
     the destination's whole budget.
     """
-    sources: defaultdict[str, set[str]] = defaultdict(set)
-    for assignment in assignments:
-        sources[assignment.dst].add(assignment.src)
+    whole = assignment.rate_pps
 
-    return {
-        a.id: Share(a.rate_pps, max(1, a.rate_pps // slots(len(sources[a.dst]))))
-        for a in assignments
-    }
+    return Share(whole, max(1, whole // dst_slots[assignment.dst]))
+
+
+def shares(assignments: Sequence[Assignment]) -> dict[str, Share]:
+    """Each planned assignment's share of its destination's budget."""
+    dst_slots = slots_by_dst((a.src, a.dst) for a in assignments)
+
+    return {a.id: share(a, dst_slots) for a in assignments}
 
 
 def choose(
@@ -79,23 +90,22 @@ def choose(
     return chosen
 
 
-def estimate_s(chunks: Sequence[Chunk], policy: Policy) -> float:
+def estimate_s(chunks: Iterable[Chunk], policy: Policy) -> float:
     """A bound on a run's scan time when every destination keeps its budget.
 
     The slower of the busiest destination at its whole budget and the busiest
     source at its shares.
     """
     rate = policy.scan.rate_pps
-    passes = policy.scan.passes
-    sources: defaultdict[str, set[str]] = defaultdict(set)
+    per_pair: defaultdict[tuple[str, str], int] = defaultdict(int)
     for chunk in chunks:
-        sources[chunk.pair.dst].add(chunk.pair.src)
+        per_pair[(chunk.pair.src, chunk.pair.dst)] += chunk.probes
+    dst_slots = slots_by_dst(per_pair)
     per_dst: defaultdict[str, float] = defaultdict(float)
     per_src: defaultdict[str, float] = defaultdict(float)
-    for chunk in chunks:
-        work = chunk.probes * passes
-        per_dst[chunk.pair.dst] += work / rate
-        share = max(1, rate // slots(len(sources[chunk.pair.dst])))
-        per_src[chunk.pair.src] += work / share
+    for (src, dst), probes in per_pair.items():
+        work = probes * policy.scan.passes
+        per_dst[dst] += work / rate
+        per_src[src] += work / max(1, rate // dst_slots[dst])
 
     return max([*per_dst.values(), *per_src.values()], default=0.0)

@@ -27,7 +27,7 @@ import structlog
 from coordinator import budget, planner
 from coordinator.budget import Candidate
 from coordinator.dispatch import Dispatcher
-from coordinator.store import ChunkState, Store
+from coordinator.store import ChunkState, Store, execute_many
 from coordinator.tables import chunks, runs
 from protocol import codec
 from protocol.messages import Assignment
@@ -144,6 +144,6 @@ async def _mark_leased(store: Store, batch: list[Assignment], now: float) -> Non
         )
         .values(state=ChunkState.LEASED, leased_at=now, assignment=sa.bindparam("sent"))
     )
-    rows = [{"chunk": a.id, "sent": codec.encode(a)} for a in batch]
+    rows = ((a.id, codec.encode(a)) for a in batch)
     async with store.engine.begin() as conn:
-        await conn.execute(query, rows)
+        await execute_many(conn, query, ("chunk", "sent"), rows)

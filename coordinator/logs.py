@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
+import msgspec
 import structlog
 
 
@@ -14,7 +16,7 @@ def configure(level: int = logging.INFO) -> None:
     if sys.stderr.isatty():
         renderer = structlog.dev.ConsoleRenderer()
     else:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_json)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -27,3 +29,13 @@ def configure(level: int = logging.INFO) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+# The service logs a line per result post, thousands a second under load:
+# msgspec encodes one several times faster than the standard library.  A
+# value it does not know is written as its repr, as structlog's own does.
+_encoder = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _json(event: Any, **_: Any) -> str:
+    return _encoder.encode(event).decode()

@@ -8,13 +8,12 @@ every other address of the destination subnet is probed.
 
 from __future__ import annotations
 
-import functools
 import math
-import uuid
+import os
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, summarize_address_range
 
-from coordinator.policy import Pair, Policy
+from coordinator.policy import Pair, Policy, ScanSettings
 from protocol.messages import Assignment
 from protocol.ports import PortRanges, count
 
@@ -22,61 +21,57 @@ from protocol.ports import PortRanges, count
 ASSIGNMENT_TTL_S = 3600.0
 
 
-@dataclass(frozen=True)
+# A large estate plans hundreds of thousands of chunks: slots keep each small.
+@dataclass(frozen=True, slots=True)
 class Chunk:
     pair: Pair
     first: IPv4Address
     last: IPv4Address
     tcp: PortRanges
     udp: PortRanges
+    targets: tuple[str, ...]  # the address block as the fewest CIDR networks
+    probes: int
 
     @property
     def addresses(self) -> int:
         return int(self.last) - int(self.first) + 1
 
-    @property
-    def probes(self) -> int:
-        return self.addresses * (count(self.tcp) + count(self.udp))
 
-    @property
-    def targets(self) -> tuple[str, ...]:
-        """The address block as the fewest CIDR networks."""
-        return _cidrs(self.first, self.last)
-
-
-# Every source of a destination scans the same blocks: a large estate asks for
-# the same few thousand summaries hundreds of thousands of times.
-@functools.lru_cache(maxsize=65_536)
-def _cidrs(first: IPv4Address, last: IPv4Address) -> tuple[str, ...]:
-    return tuple(str(n) for n in summarize_address_range(first, last))
+# A block of destination addresses: first, last, as the fewest CIDR networks,
+# and its probes.
+_Block = tuple[IPv4Address, IPv4Address, tuple[str, ...], int]
 
 
 def plan(policy: Policy, pairs: tuple[Pair, ...] | None = None) -> list[Chunk]:
     """Every chunk needed to test ``pairs`` (all of the policy's by default)."""
+    scan = policy.scan
+    ports = count(scan.tcp) + count(scan.udp)
+    # Every source of a destination gets the same blocks: cut each subnet once.
+    blocks: dict[str, list[_Block]] = {}
     chunks: list[Chunk] = []
     for pair in pairs if pairs is not None else policy.pairs:
-        dst = policy.subnets[pair.dst].cidr
-        chunks.extend(_chunks(pair, dst, policy))
+        if pair.dst not in blocks:
+            blocks[pair.dst] = _blocks(policy.subnets[pair.dst].cidr, ports, scan)
+        for first, last, targets, probes in blocks[pair.dst]:
+            chunks.append(Chunk(pair, first, last, scan.tcp, scan.udp, targets, probes))
 
     return chunks
 
 
-def _chunks(pair: Pair, dst: IPv4Network, policy: Policy) -> list[Chunk]:
-    scan = policy.scan
+def _blocks(dst: IPv4Network, ports: int, scan: ScanSettings) -> list[_Block]:
+    """The destination's hosts in aligned blocks of at most ``chunk_probes``."""
     first, last = _host_range(dst)
-    ports = count(scan.tcp) + count(scan.udp)
-    per_chunk = max(1, scan.chunk_probes // ports)
-    step = 2 ** int(math.log2(per_chunk))
-    chunks = []
+    step = 2 ** int(math.log2(max(1, scan.chunk_probes // ports)))
+    blocks = []
     start = int(first)
     while start <= int(last):
         end = min(int(last), (start // step + 1) * step - 1)
-        chunks.append(
-            Chunk(pair, IPv4Address(start), IPv4Address(end), scan.tcp, scan.udp)
-        )
+        low, high = IPv4Address(start), IPv4Address(end)
+        cidrs = tuple(str(n) for n in summarize_address_range(low, high))
+        blocks.append((low, high, cidrs, (end - start + 1) * ports))
         start = end + 1
 
-    return chunks
+    return blocks
 
 
 def _host_range(cidr: IPv4Network) -> tuple[IPv4Address, IPv4Address]:
@@ -91,7 +86,7 @@ def to_assignment(chunk: Chunk, run_id: str, policy: Policy, now: float) -> Assi
     scan = policy.scan
 
     return Assignment(
-        id=uuid.uuid4().hex,
+        id=_fresh_id(),
         run_id=run_id,
         src=chunk.pair.src,
         dst=chunk.pair.dst,
@@ -104,6 +99,18 @@ def to_assignment(chunk: Chunk, run_id: str, policy: Policy, now: float) -> Assi
         expires_at=now + ASSIGNMENT_TTL_S,
         kind=scan.engine,
     )
+
+
+# uuid.uuid4().hex, bit for bit, without building a UUID object: a large
+# estate's plan makes hundreds of thousands of ids (RFC 9562, section 5.4).
+_UUID4_CLEAR = (0xF000 << 64) | (0xC000 << 48)  # version and variant bits
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, variant RFC
+
+
+def _fresh_id() -> str:
+    bits = int.from_bytes(os.urandom(16), "big")
+
+    return f"{bits & ~_UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 def estimate_s(chunks: list[Chunk], policy: Policy) -> float:

@@ -9,6 +9,7 @@ one, as in a firewall.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import hashlib
 from dataclasses import dataclass
@@ -159,6 +160,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
 def _subnets(doc: Document, raw: _PolicyDoc) -> dict[str, Subnet]:
     subnets: dict[str, Subnet] = {}
+    spans: list[tuple[int, int]] = []
     if not raw.segments:
         raise doc.error("no segments defined", "segments")
     for seg_name, seg in raw.segments.items():
@@ -172,12 +174,32 @@ def _subnets(doc: Document, raw: _PolicyDoc) -> dict[str, Subnet]:
                 raise doc.error(
                     f"bad CIDR for subnet {name!r}: {exc}", *where
                 ) from None
-            clash = next((s for s in subnets.values() if s.cidr.overlaps(cidr)), None)
-            if clash:
+            if _overlaps(spans, cidr):
+                clash = next(s for s in subnets.values() if s.cidr.overlaps(cidr))
                 raise doc.error(f"{name} ({cidr}) overlaps {clash.name}", *where)
             subnets[name] = Subnet(name, seg_name, cidr)
 
     return subnets
+
+
+_NO_ADDRESS = 1 << 32  # past every IPv4 address: sorts after any span
+
+
+def _overlaps(spans: list[tuple[int, int]], cidr: IPv4Network) -> bool:
+    """Whether ``cidr`` overlaps one of ``spans``; if not, add it to them.
+
+    ``spans`` are disjoint (first, last) address ranges kept sorted, so their
+    ends are sorted too and only the last span starting at or before ``cidr``
+    ends can reach it: a bisection, where comparing every pair of a
+    thousand-subnet estate took seconds.
+    """
+    first, last = int(cidr.network_address), int(cidr.broadcast_address)
+    before = bisect.bisect_right(spans, (last, _NO_ADDRESS)) - 1
+    if before >= 0 and spans[before][1] >= first:
+        return True
+    bisect.insort(spans, (first, last))
+
+    return False
 
 
 def _pairs(

@@ -10,10 +10,12 @@ what is judged is exactly what was received; they are filed in batches
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
+import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,9 @@ from protocol import codec
 from protocol.messages import Assignment, Result
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///segscan.db"
+# Batches of result posts written at once, each on its own connection of the
+# pool (SQLAlchemy's default keeps five, and lends up to ten more).
+INTAKE_WRITERS = 4
 
 
 class ChunkState(enum.StrEnum):
@@ -86,6 +91,10 @@ class ChunkRecord:
     assignment: Assignment
     dead_reason: str | None = None
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.assignment.targets
+
 
 @dataclass(frozen=True)
 class AgentRecord:
@@ -100,12 +109,17 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._intake: Batcher[Posted, Intake] = Batcher(self.add_results)
+        writers = 1 if engine.dialect.name == "sqlite" else INTAKE_WRITERS
+        self._intake: Batcher[Posted, Intake] = Batcher(
+            self.add_results, writers=writers
+        )
 
     @classmethod
     async def open(cls, url: str = DEFAULT_DB_URL) -> Store:
         """Connect and bring the schema up to date (coordinator/migrations)."""
         engine = create_async_engine(url)
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine.sync_engine, "connect", _sqlite_settings)
         async with engine.begin() as conn:
             await conn.run_sync(migrations.upgrade)
 
@@ -118,45 +132,27 @@ class Store:
     async def add_run(
         self,
         run: RunRecord,
-        run_pairs: Sequence[PairRecord],
-        run_chunks: Sequence[tuple[Assignment, int]],
+        run_pairs: Iterable[PairRecord],
+        run_chunks: Iterable[tuple[Assignment, int]],
+        dst_slots: Mapping[str, int] | None = None,
     ) -> None:
         """Record a planned run with its pairs and chunks, all or nothing.
 
-        Every chunk starts queued, with its share of its destination's budget.
+        Every chunk starts queued, with its share of its destination's budget
+        (``dst_slots`` from ``budget.slots_by_dst``; counted here when not
+        given).  Pairs and chunks are written as they come, in batches, so a
+        run of any size is never held in memory whole.
         """
-        shares = budget.shares([a for a, _ in run_chunks])
+        if dst_slots is None:
+            run_chunks = list(run_chunks)
+            dst_slots = budget.slots_by_dst((a.src, a.dst) for a, _ in run_chunks)
         async with self.engine.begin() as conn:
             await conn.execute(sa.insert(runs).values(**_run_row(run)))
-            await conn.execute(
-                sa.insert(pairs),
-                [
-                    {
-                        "run_id": run.id,
-                        "src": p.src,
-                        "dst": p.dst,
-                        "expect": p.expect,
-                        "allowed": json.dumps(p.allowed) if p.allowed else None,
-                    }
-                    for p in run_pairs
-                ],
+            await _insert_many(
+                conn, pairs, _PAIR_COLUMNS, _pair_rows(run.id, run_pairs)
             )
-            await conn.execute(
-                sa.insert(chunks),
-                [
-                    {
-                        "id": a.id,
-                        "run_id": run.id,
-                        "src": a.src,
-                        "dst": a.dst,
-                        "probes": probes,
-                        "state": ChunkState.QUEUED,
-                        "assignment": codec.encode(a),
-                        "budget_pps": shares[a.id].budget_pps,
-                        "rate_pps": shares[a.id].rate_pps,
-                    }
-                    for a, probes in run_chunks
-                ],
+            await _insert_many(
+                conn, chunks, _CHUNK_COLUMNS, _chunk_rows(run.id, run_chunks, dst_slots)
             )
 
     async def add_result(
@@ -322,7 +318,7 @@ class Posted:
     key_id: str | None = None
     signature: bytes | None = None
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         return hashlib.sha256(self.body).hexdigest()
 
@@ -339,7 +335,7 @@ async def _file(
         sa.select(chunks.c.id, chunks.c.src, chunks.c.state, chunks.c.run_id)
         .add_columns(runs.c.finished_at)
         .join(runs, runs.c.id == chunks.c.run_id)
-        .where(chunks.c.id.in_(ids))
+        .where(chunks.c.id.in_(_padded(ids)))
     )
     found = {row.id: row for row in await conn.execute(query)}
 
@@ -353,7 +349,7 @@ async def _file(
     won = await _claim(conn, list(claims), now)
     if won:
         rows = [_result_row(posts[claims[i]], found[i].run_id, now) for i in won]
-        await conn.execute(sa.insert(results), rows)
+        await _insert_many(conn, results, _RESULT_COLUMNS, rows)
 
     outcomes: list[str] = []
     for index, post in enumerate(posts):
@@ -371,6 +367,19 @@ async def _file(
     return outcomes
 
 
+def _padded(ids: list[str]) -> list[str]:
+    """``ids`` with the last repeated up to the next power of two.
+
+    ``IN`` takes one placeholder per value, so each batch size is another
+    statement to the driver: asyncpg would prepare (a round trip, and a plan
+    on the server) and cache one for each of up to ``MAX_BATCH`` sizes on
+    every pooled connection.  Padded, a handful of statements serve them all.
+    """
+    size = 1 << max(0, len(ids) - 1).bit_length()
+
+    return ids + ids[-1:] * (size - len(ids))
+
+
 def _claimable(row: sa.Row[Any], src: str) -> bool:
     return bool(
         row.src == src and row.state != ChunkState.DONE and row.finished_at is None
@@ -384,7 +393,7 @@ async def _claim(conn: AsyncConnection, ids: list[str], now: float) -> set[str]:
     claimed = await conn.execute(
         sa.update(chunks)
         .where(
-            chunks.c.id.in_(ids),
+            chunks.c.id.in_(_padded(ids)),
             chunks.c.state != ChunkState.DONE,
             chunks.c.run_id.in_(open_runs),
         )
@@ -410,7 +419,7 @@ async def _set_aside(
     known: set[tuple[str, str]] = set()
     for table in (results, late_results):
         query = sa.select(table.c.assignment_id, table.c.digest).where(
-            table.c.assignment_id.in_(ids)
+            table.c.assignment_id.in_(_padded(ids))
         )
         known.update(
             (row.assignment_id, row.digest) for row in await conn.execute(query)
@@ -423,22 +432,114 @@ async def _set_aside(
             outcomes[index] = Intake.DUPLICATE
             continue
         known.add(key)
-        kept.append(_result_row(post, found[key[0]].run_id, now) | {"digest": key[1]})
-    if kept:
-        await conn.execute(sa.insert(late_results), kept)
+        kept.append(_result_row(post, found[key[0]].run_id, now))
+    await _insert_many(conn, late_results, _RESULT_COLUMNS, kept)
 
 
-def _result_row(post: Posted, run_id: str, now: float) -> dict[str, Any]:
-    return {
-        "assignment_id": post.result.assignment_id,
-        "run_id": run_id,
-        "agent": post.result.agent,
-        "received_at": now,
-        "body": post.body,
-        "key_id": post.key_id,
-        "signature": post.signature,
-        "digest": post.digest,
-    }
+_RESULT_COLUMNS = (
+    "assignment_id", "run_id", "agent", "received_at", "body", "key_id",
+    "signature", "digest",
+)  # fmt: skip
+
+
+def _result_row(post: Posted, run_id: str, now: float) -> tuple[Any, ...]:
+    """A row of ``results`` or ``late_results``, in ``_RESULT_COLUMNS`` order."""
+    return (
+        post.result.assignment_id, run_id, post.result.agent, now, post.body,
+        post.key_id, post.signature, post.digest,
+    )  # fmt: skip
+
+
+# A planned run writes hundreds of thousands of rows into indexes keyed at
+# random: with SQLite's default 2 MB page cache each batch re-reads its pages.
+SQLITE_CACHE_KIB = 64 * 1024
+
+
+def _sqlite_settings(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+    cursor.close()
+
+
+INSERT_BATCH = 5_000
+_PAIR_COLUMNS = ("run_id", "src", "dst", "expect", "allowed")
+_CHUNK_COLUMNS = (
+    "id", "run_id", "src", "dst", "probes", "state", "assignment", "budget_pps",
+    "rate_pps",
+)  # fmt: skip
+
+
+async def _insert_many(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    """Insert ``rows``, tuples in ``columns`` order, a batch at a time."""
+    statement = sa.insert(table).values({c: sa.bindparam(c) for c in columns})
+    await execute_many(conn, statement, columns, rows)
+
+
+async def execute_many(
+    conn: AsyncConnection,
+    statement: sa.Insert | sa.Update,
+    names: tuple[str, ...],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    """Run ``statement`` for each of ``rows``, tuples of the values of its bound
+    parameters ``names`` in that order, a batch at a time.
+
+    Straight to the driver's executemany: a planned run has hundreds of
+    thousands of rows, and building a dict per row and binding it through
+    SQLAlchemy cost more than the database's own work.
+    """
+    compiled = statement.compile(dialect=conn.dialect)
+    # Both drivers (aiosqlite, asyncpg) take positional parameters, in the
+    # statement's order; values fixed in the statement are filled in here.
+    assert compiled.positiontup is not None
+    places = [
+        (names.index(name), None) if name in names else (-1, compiled.params[name])
+        for name in compiled.positiontup
+    ]
+    if places != [(i, None) for i in range(len(names))]:
+        rows = (tuple(row[i] if i >= 0 else v for i, v in places) for row in rows)
+    rows = iter(rows)
+    while batch := list(itertools.islice(rows, INSERT_BATCH)):
+        await conn.exec_driver_sql(str(compiled), batch)
+
+
+def _pair_rows(
+    run_id: str, run_pairs: Iterable[PairRecord]
+) -> Iterator[tuple[Any, ...]]:
+    # The pairs of one rule share their ``allowed``: each is encoded once, and
+    # held, so that its id cannot be reused by another while this runs.
+    encoded: dict[int, tuple[dict[str, Any], str]] = {}
+    for pair in run_pairs:
+        text = None
+        if pair.allowed:
+            key = id(pair.allowed)
+            if key not in encoded:
+                encoded[key] = (pair.allowed, json.dumps(pair.allowed))
+            text = encoded[key][1]
+        yield (run_id, pair.src, pair.dst, pair.expect, text)
+
+
+def _chunk_rows(
+    run_id: str,
+    run_chunks: Iterable[tuple[Assignment, int]],
+    dst_slots: Mapping[str, int],
+) -> Iterator[tuple[Any, ...]]:
+    shares: dict[tuple[str, int], budget.Share] = {}
+    for assignment, probes in run_chunks:
+        key = (assignment.dst, assignment.rate_pps)
+        if key not in shares:
+            shares[key] = budget.share(assignment, dst_slots)
+        share = shares[key]
+        yield (
+            assignment.id, run_id, assignment.src, assignment.dst, probes,
+            str(ChunkState.QUEUED), codec.encode(assignment), share.budget_pps,
+            share.rate_pps,
+        )  # fmt: skip
 
 
 def _run_row(run: RunRecord) -> dict[str, Any]:

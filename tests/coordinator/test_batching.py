@@ -96,3 +96,41 @@ async def test_large_bursts_are_split_at_the_batch_limit(size: int) -> None:
 
     assert sum(sizes) == size
     assert max(sizes) <= 256
+
+
+@pytest.mark.parametrize("writers", [1, 3])
+async def test_one_post_after_another_is_each_written(writers: int) -> None:
+    """A submitter woken by its outcome posts again before the writer that
+    served it has finished: the new post still finds a writer."""
+
+    async def write(items: Sequence[int]) -> list[int]:
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(write, writers=writers)
+
+    outcomes = [await asyncio.wait_for(batcher.submit(i), 5) for i in range(20)]
+
+    assert outcomes == list(range(20))
+
+
+async def test_writers_overlap_up_to_their_limit() -> None:
+    running = 0
+    most = 0
+    release = asyncio.Event()
+
+    async def write(items: Sequence[int]) -> list[int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(write, max_batch=1, writers=3)
+    posts = [asyncio.ensure_future(batcher.submit(i)) for i in range(10)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    release.set()
+
+    assert await asyncio.gather(*posts) == list(range(10))
+    assert most == 3
