@@ -98,7 +98,8 @@ async def _scan(args: argparse.Namespace) -> int:
         passes=args.passes,
         timeout_s=args.timeout,
     )
-    outcome = await choose_engine(ScanKind(args.engine)).scan(request)
+    engine = choose_engine(ScanKind(args.engine), request.targets)
+    outcome = await engine.scan(request)
     print(_outcome_json(outcome) if args.json else _outcome_table(outcome))
 
     return EXIT_OK

@@ -56,6 +56,8 @@ class AgentConfig:
     # renewal, and how long a refused one hides before its next receive.
     lease_s: int = DEFAULT_LEASE_S
     rejected_hide_s: int = DEFAULT_REJECTED_HIDE_S
+    # Watch this host's own address for other agents' probes (agent/witness.py).
+    witness: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
@@ -92,6 +94,7 @@ class AgentConfig:
             rejected_hide_s=_seconds(
                 env, "SEGSCAN_REJECTED_HIDE_S", DEFAULT_REJECTED_HIDE_S, 0
             ),
+            witness=_flag(env, "SEGSCAN_WITNESS", default=True),
         )
 
 
@@ -123,12 +126,12 @@ def _path(env: Mapping[str, str], name: str, default: str) -> Path:
     return Path(env.get(name, "").strip() or default)
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     value = env.get(name, "").strip().lower()
     if value not in ("", "0", "1", "false", "true", "no", "yes"):
         raise ConfigError(name, f"{value!r} is not 1/0, true/false or yes/no")
 
-    return value in ("1", "true", "yes")
+    return default if value == "" else value in ("1", "true", "yes")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: int, least: int) -> int:

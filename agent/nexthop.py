@@ -69,6 +69,14 @@ def routes(targets: Iterable[IPv4Address]) -> dict[IPv4Address, Route]:
     return found
 
 
+def is_loopback(interface: str) -> bool:
+    """Whether ``interface`` is the loopback: where this host's own addresses
+    route, and where frames written to a packet socket never reach its stack."""
+    flags = (Path("/sys/class/net") / interface / "flags").read_text()
+
+    return bool(int(flags, 16) & _IFF_LOOPBACK)
+
+
 def needs_no_neighbour(interface: str) -> bool:
     """Whether frames on ``interface`` go out without address resolution."""
     flags = (Path("/sys/class/net") / interface / "flags").read_text()

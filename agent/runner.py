@@ -28,13 +28,14 @@ from agent import privilege, refusals
 from agent.config import AgentConfig
 from agent.delivery import Delivery
 from agent.engine import ScanOutcome, ScanRequest
-from agent.engines import choose_engine
+from agent.engines import choose_engine, raw_sockets_available
 from agent.errors import AssignmentError, CoordinatorError, QueueError, ScanError
 from agent.lease import Leases
 from agent.queue import MAX_WAIT_S, AssignmentQueue, QueueMessage
 from agent.sender import Sender
 from agent.spool import Spool
 from agent.verify import Gate, open_agent_signer
+from agent.witness import Sightings, Witness, own_address
 from protocol.messages import Assignment, Coverage, Heartbeat, Result, ScanKind
 from protocol.ports import count
 
@@ -110,6 +111,7 @@ class Runner:
         *,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         clock: Callable[[], float] = time.time,
+        witness: bool = False,
     ) -> None:
         self.config = config
         self.queue = queue
@@ -117,6 +119,7 @@ class Runner:
         self.gate = gate
         self.heartbeat_interval_s = heartbeat_interval_s
         self._clock = clock
+        self.witness = witness  # run one on this host's own address
         self._current: str | None = None  # the assignment being worked on
         self.spool = Spool(config.state_dir / "spool")
         self.leases = Leases(queue, config.state_dir / "leases", config.lease_s)
@@ -132,6 +135,8 @@ class Runner:
             asyncio.create_task(self._heartbeats()),
             asyncio.create_task(self.delivery.run()),
         }
+        if self.witness and (sightings := self._sightings()) is not None:
+            background.add(asyncio.create_task(sightings.run()))
         retry_s = RETRY_FIRST_S
         try:
             while True:
@@ -213,7 +218,7 @@ class Runner:
         started_at = self._clock()
         try:
             request = request_for(assignment)
-            engine = choose_engine(kind)
+            engine = choose_engine(kind, request.targets)
             outcome = await engine.scan(request)
             error = None
         except Exception as exc:  # a failed chunk is reported, never fatal
@@ -236,6 +241,23 @@ class Runner:
             coverage=outcome.coverage,
             findings=outcome.findings,
             error=error,
+        )
+
+    def _sightings(self) -> Sightings | None:
+        """The witness on this agent's own address, where this host allows one."""
+        if not raw_sockets_available():
+            log.warning("witness_unavailable", reason="needs root or CAP_NET_RAW")
+            return None
+        address = own_address(d.network for d in self.gate.scope.destinations)
+        if address is None:
+            log.warning("witness_unavailable", reason="no route to any destination")
+            return None
+
+        return Sightings(
+            Witness(address),
+            self.sender.post_sighting,
+            self.config.agent_id,
+            self.config.subnet,
         )
 
     async def _heartbeats(self) -> None:
@@ -274,7 +296,7 @@ async def serve(config: AgentConfig) -> None:
             AssignmentQueue.from_config(config) as queue,
             Sender(config.coordinator_url, signer=signer) as sender,
         ):
-            await Runner(config, queue, sender, gate).run()
+            await Runner(config, queue, sender, gate, witness=config.witness).run()
     except asyncio.CancelledError:
         log.info("agent_stopped", subnet=config.subnet)
     finally:

@@ -1,4 +1,5 @@
-"""Posts results, heartbeats and refusals to the coordinator, as signed msgpack.
+"""Posts results, heartbeats, refusals and sightings to the coordinator, as signed
+msgpack.
 
 Every post is a signed envelope (protocol/envelope.py) made with the agent's
 own key, which the coordinator knows as this subnet's.  aiohttp errors and
@@ -19,7 +20,7 @@ import aiohttp
 from agent.errors import CoordinatorError
 from protocol import codec, envelope
 from protocol.envelope import Context
-from protocol.messages import Heartbeat, Refusal, Result
+from protocol.messages import Heartbeat, Refusal, Result, Sighting
 from protocol.signer import Signer
 from protocol.signing import SignatureError
 
@@ -74,6 +75,11 @@ class Sender:
         """Tell the coordinator a queue message was refused, and why."""
         body = await self._sealed(codec.encode(refusal), Context.REFUSAL)
         await self._request("POST", "/v1/refusals", body, 200)
+
+    async def post_sighting(self, sighting: Sighting) -> None:
+        """Tell the coordinator what this agent's witness saw in one window."""
+        body = await self._sealed(codec.encode(sighting), Context.SIGHTING)
+        await self._request("POST", "/v1/sightings", body, 204)
 
     async def health(self) -> Health:
         """Ask ``/healthz`` whether the coordinator is up."""

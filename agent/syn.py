@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -38,6 +38,7 @@ from agent.bpf import reply_filter
 from agent.bucket import for_rate
 from agent.cookie import CookieKey, big_endian
 from agent.engine import ProgressCallback, ScanOutcome, ScanRequest
+from agent.errors import ScanError
 from agent.permutation import Batch, PassOrder
 from agent.replies import ProbeTable, Receiver
 from agent.synreport import Accounting, findings
@@ -59,6 +60,16 @@ SETTLE_S = 0.2
 def raw_sockets_available() -> bool:
     """Whether this process may run the SYN engine (root or CAP_NET_RAW)."""
     return rawsock.raw_sockets_available()
+
+
+def own_addresses(targets: Iterable[IPv4Address]) -> list[IPv4Address]:
+    """The targets that are this host's own addresses (they route by loopback),
+    which the SYN engine cannot probe."""
+    return [
+        target
+        for target, route in nexthop.routes(targets).items()
+        if nexthop.is_loopback(route.interface)
+    ]
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,15 @@ class SynScan:
         """Scan every target through the interface its route leaves by."""
         started = time.monotonic()
         routes = nexthop.routes(self.targets)
+        local = [t for t, r in routes.items() if nexthop.is_loopback(r.interface)]
+        if local:
+            shown = ", ".join(map(str, sorted(local)[:3]))
+            raise ScanError(
+                "syn",
+                f"{shown}{' and more' if len(local) > 3 else ''}: this host's own "
+                "address, which frames from a packet socket never reach; "
+                "scan it with the connect engine",
+            )
         links: dict[tuple[str, IPv4Address], list[int]] = {}
         for index, target in enumerate(self.targets):
             route = routes.get(target)

@@ -1,33 +1,45 @@
-"""The witness: every agent watches its own address for probes from other agents,
-and the pure rules that join what it saw with what the probing side saw.
+"""The witness: every agent watches its own address for probes from other agents.
 
-A probe that reached the destination proves the path even when no service
-answers (``arrived``).  A RST or port-unreachable that came back while the
-destination's witness saw no probe was forged on the way, by a firewall that
-rejects: ``rejected``, which is not reachable.  The witness listens on a packet
-socket, so it sees probes before the destination's own firewall does.
+It listens on a packet socket, so it sees probes before the destination's own
+firewall does, and reports in back-to-back windows (``Sighting`` messages)
+that the coordinator joins with what the probing side saw
+(protocol/witnessing.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
+
+import structlog
 
 from agent import bpf
+from agent.errors import CoordinatorError
 from agent.rawsock import (
     ETH_P_IP,
     grow_receive_buffer,
     receive_drops,
 )
-from protocol.messages import Finding, PortState, Proto, Reason
-from protocol.ports import PortRanges, compress, merge, subtract
+from protocol.messages import Proto, Seen, Sighting
+from protocol.ports import PortRanges
+from protocol.witnessing import WitnessView
 
 _PROTOS = {bpf.PROTO_TCP: Proto.TCP, bpf.PROTO_UDP: Proto.UDP}
+
+# Short enough that a run's report waits little for the window holding its
+# last probes; each window is one small post.
+SIGHTING_INTERVAL_S = 5.0
+MAX_PENDING = 720  # an hour of windows kept while the coordinator is away
+STOP_POST_S = 5.0  # how long a stopping agent tries to post its last window
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,84 +66,21 @@ class WitnessReport:
             complete=self.complete,
         )
 
-
-@dataclass(frozen=True)
-class WitnessView:
-    """What the witness at ``ip`` saw of one source's probes."""
-
-    ip: str
-    tcp: PortRanges = ()
-    udp: PortRanges = ()
-    complete: bool = True
-
-    def ports(self, proto: Proto) -> PortRanges:
-        return self.tcp if proto is Proto.TCP else self.udp
-
-    def findings(self) -> tuple[Finding, ...]:
-        """The probes seen, as ``arrived`` findings on ``ip``."""
-        return tuple(
-            Finding(self.ip, proto, ports, PortState.ARRIVED, Reason.WITNESS)
-            for proto, ports in ((Proto.TCP, self.tcp), (Proto.UDP, self.udp))
-            if ports
+    def sighting(self, agent: str, subnet: str) -> Sighting:
+        """This window as the message the coordinator keeps."""
+        return Sighting(
+            agent=agent,
+            subnet=subnet,
+            ip=self.own_ip,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            seen=tuple(
+                Seen(source, proto, ports)
+                for (source, proto), ports in sorted(self.seen.items())
+                if ports
+            ),
+            dropped=self.dropped,
         )
-
-
-def combine(
-    findings: Iterable[Finding], views: Iterable[WitnessView]
-) -> tuple[Finding, ...]:
-    """A source's findings joined with the destinations' witnesses' views.
-
-    On every address with a witness: ``closed`` ports the witness did not see
-    become ``rejected`` (only when the witness missed nothing: otherwise they
-    stay closed, the reachable and therefore safe reading); ports the witness
-    saw that did not answer open or closed become ``arrived``.  Findings on
-    addresses without a witness pass through unchanged.
-    """
-    by_ip = {view.ip: view for view in views}
-    out: list[Finding] = []
-    answered: dict[tuple[str, Proto], PortRanges] = {}
-    for finding in findings:
-        view = by_ip.get(finding.ip)
-        if view is None:
-            out.append(finding)
-            continue
-        seen = view.ports(finding.proto)
-        if finding.state in (PortState.OPEN, PortState.CLOSED):
-            key = (finding.ip, finding.proto)
-            answered[key] = merge([*answered.get(key, ()), *finding.ports])
-        out += _relabel(finding, seen, view.complete)
-    for view in by_ip.values():
-        for proto in Proto:
-            arrived = subtract(view.ports(proto), answered.get((view.ip, proto), ()))
-            if arrived:
-                out.append(
-                    Finding(view.ip, proto, arrived, PortState.ARRIVED, Reason.WITNESS)
-                )
-
-    return _tidy(out)
-
-
-def _relabel(finding: Finding, seen: PortRanges, complete: bool) -> list[Finding]:
-    if finding.state is PortState.OPEN:
-        return [finding]
-    if finding.state is PortState.CLOSED:
-        unseen = subtract(finding.ports, seen) if complete else ()
-        kept = subtract(finding.ports, unseen)
-        parts = [(kept, finding.state), (unseen, PortState.REJECTED)]
-    else:  # silent or refused on the way: the arrivals are added by the caller
-        parts = [(subtract(finding.ports, seen), finding.state)]
-
-    return [
-        Finding(finding.ip, finding.proto, ports, state, finding.reason, finding.ttl)
-        for ports, state in parts
-        if ports
-    ]
-
-
-def _tidy(findings: list[Finding]) -> tuple[Finding, ...]:
-    findings.sort(key=lambda f: (IPv4Address(f.ip), f.proto, f.ports[0]))
-
-    return tuple(findings)
 
 
 class Witness:
@@ -146,6 +95,7 @@ class Witness:
         protocol = 0 if interface else socket.htons(ETH_P_IP)
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, protocol)
         self._thread = threading.Thread(target=self._run, name="witness", daemon=True)
+        self._lock = threading.Lock()  # between the reading thread and ``take``
         self._started_at = 0.0
 
     def start(self) -> None:
@@ -160,22 +110,37 @@ class Witness:
         self._started_at = time.time()
         self._thread.start()
 
-    def stop(self) -> WitnessReport:
-        """Stop watching and report what arrived."""
-        self._stopping.set()
-        self._thread.join()
-        dropped = receive_drops(self._sock)
-        self._sock.close()
-        seen = {
-            (str(IPv4Address(src)), _PROTOS[proto]): compress(
-                port for port, hit in enumerate(ports) if hit
-            )
-            for (src, proto), ports in self._seen.items()
-        }
+    def take(self) -> WitnessReport:
+        """What arrived since ``start`` or the last ``take``; a new window begins.
+
+        Windows follow each other without a gap, so a run of them covers every
+        moment the witness was watching.
+        """
+        with self._lock:
+            seen, self._seen = self._seen, {}
+            dropped = receive_drops(self._sock)
+            started_at, self._started_at = self._started_at, time.time()
+            finished_at = self._started_at
 
         return WitnessReport(
-            str(self.own_ip), self._started_at, time.time(), seen, dropped
+            str(self.own_ip),
+            started_at,
+            finished_at,
+            {
+                (str(IPv4Address(src)), _PROTOS[proto]): _ports(bitmap)
+                for (src, proto), bitmap in seen.items()
+            },
+            dropped,
         )
+
+    def stop(self) -> WitnessReport:
+        """Stop watching and report what arrived in the last window."""
+        self._stopping.set()
+        self._thread.join()
+        report = self.take()
+        self._sock.close()
+
+        return report
 
     def _run(self) -> None:
         buf = bytearray(128)
@@ -190,10 +155,25 @@ class Witness:
             if size < header + 4:
                 continue
             key = (bytes(buf[12:16]), buf[9])
-            ports = self._seen.get(key)
-            if ports is None:
-                ports = self._seen[key] = bytearray(65536)
-            ports[buf[header + 2] << 8 | buf[header + 3]] = 1
+            port = buf[header + 2] << 8 | buf[header + 3]
+            with self._lock:
+                ports = self._seen.get(key)
+                if ports is None:
+                    ports = self._seen[key] = bytearray(65536)
+                ports[port] = 1
+
+
+def _ports(bitmap: bytearray) -> PortRanges:
+    """The ranges of ports marked in ``bitmap``, found run by run in C."""
+    ranges: list[tuple[int, int]] = []
+    first = bitmap.find(1, 1)  # port 0 is no probe of ours
+    while first != -1:
+        last = bitmap.find(0, first)
+        last = len(bitmap) if last == -1 else last
+        ranges.append((first, last - 1))
+        first = bitmap.find(1, last)
+
+    return tuple(ranges)
 
 
 def _drain(sock: socket.socket) -> None:
@@ -201,3 +181,77 @@ def _drain(sock: socket.socket) -> None:
     with contextlib.suppress(BlockingIOError):
         while True:
             sock.recv(64)
+
+
+def own_address(destinations: Iterable[IPv4Network]) -> IPv4Address | None:
+    """The address this host sends from towards ``destinations``: where other
+    agents' probes to this subnet's agent arrive.  No packet is sent."""
+    for network in destinations:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((str(network.network_address + 1), 9))
+            except OSError:
+                continue
+            address = IPv4Address(probe.getsockname()[0])
+        if not address.is_loopback:
+            return address
+
+    return None
+
+
+class Sightings:
+    """Runs a witness on the agent's own address and posts what it saw, one
+    window every ``interval_s``, for as long as the agent runs.
+
+    Windows the coordinator did not take wait and go first next time, up to
+    ``MAX_PENDING``: an unreachable coordinator costs no evidence.
+    """
+
+    def __init__(
+        self,
+        witness: Witness,
+        post: Callable[[Sighting], Awaitable[None]],
+        agent: str,
+        subnet: str,
+        interval_s: float = SIGHTING_INTERVAL_S,
+    ) -> None:
+        self.witness = witness
+        self.post = post
+        self.agent = agent
+        self.subnet = subnet
+        self.interval_s = interval_s
+        self.pending: collections.deque[Sighting] = collections.deque(
+            maxlen=MAX_PENDING
+        )
+
+    async def run(self) -> None:
+        """Watch and post until cancelled; the last window is posted on the way out."""
+        self.witness.start()
+        log.info("witness_started", ip=str(self.witness.own_ip))
+        try:
+            while True:
+                await asyncio.sleep(self.interval_s)
+                await self._send(self.witness.take())
+        finally:
+            report = await asyncio.to_thread(self.witness.stop)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send(report), STOP_POST_S)
+
+    async def _send(self, report: WitnessReport) -> None:
+        if report.dropped:
+            log.warning("witness_dropped", dropped=report.dropped)
+        if len(self.pending) == self.pending.maxlen:
+            log.warning("sighting_discarded", started_at=self.pending[0].started_at)
+        self.pending.append(report.sighting(self.agent, self.subnet))
+        while self.pending:
+            try:
+                await self.post(self.pending[0])
+            except CoordinatorError as exc:
+                # Kept for the next window.  Were they lost, the coordinator
+                # would see a gap and judge the pairs it covers without witness
+                # evidence, never as rejected.
+                log.warning(
+                    "sighting_failed", error=str(exc), pending=len(self.pending)
+                )
+                return
+            self.pending.popleft()

@@ -43,7 +43,9 @@ REFRESH_S = 300.0
 TOKEN_FILE = "operator-token"
 MIN_TOKEN_CHARS = 32
 # Agents authenticate by signature, not by token.
-AGENT_PATHS = frozenset({"/v1/results", "/v1/heartbeats", "/v1/refusals"})
+AGENT_PATHS = frozenset(
+    {"/v1/results", "/v1/heartbeats", "/v1/refusals", "/v1/sightings"}
+)
 READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -1,4 +1,5 @@
-"""What agents post: results, heartbeats and refusals, each a signed envelope.
+"""What agents post: results, heartbeats, refusals and witness sightings, each a
+signed envelope.
 
 Every body passes the same checks before anything in it is believed: a size
 limit per route, then a strict envelope, a key the coordinator knows, a
@@ -11,19 +12,20 @@ with one JSON line and goes on serving.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 
-from coordinator import refusals
+from coordinator import refusals, witnessing
 from coordinator.auth import AgentKeys
 from coordinator.store import Intake, Store
 from protocol import codec, envelope
 from protocol.envelope import Context, Signed, UnknownKeyError
 from protocol.errors import ProtocolError
-from protocol.messages import Heartbeat, Refusal, Result
+from protocol.messages import Heartbeat, Refusal, Result, Sighting
 from protocol.signing import SignatureError
 
 log = structlog.get_logger(__name__)
@@ -42,6 +44,8 @@ _INTAKE_STATUS = {
     Intake.UNKNOWN: 404,
     Intake.WRONG_SUBNET: 409,
 }
+# Made once: every result post is answered with one of these.
+_INTAKE_BODY = {i: json.dumps({"status": str(i)}).encode() for i in Intake}
 
 
 class Rejected(Exception):
@@ -70,6 +74,7 @@ def add_routes(app: web.Application, store: Store, agent_keys: AgentKeys) -> Non
     app.router.add_post("/v1/results", post_result)
     app.router.add_post("/v1/heartbeats", post_heartbeat)
     app.router.add_post("/v1/refusals", post_refusal)
+    app.router.add_post("/v1/sightings", post_sighting)
 
 
 async def post_result(request: web.Request) -> web.Response:
@@ -94,7 +99,12 @@ async def post_result(request: web.Request) -> web.Response:
         intake=str(intake),
     )
 
-    return web.json_response({"status": str(intake)}, status=_INTAKE_STATUS[intake])
+    return web.Response(
+        body=_INTAKE_BODY[intake],
+        status=_INTAKE_STATUS[intake],
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 async def post_heartbeat(request: web.Request) -> web.Response:
@@ -122,6 +132,20 @@ async def post_refusal(request: web.Request) -> web.Response:
     row = await refusals.record(store, refusal, post.key_id, post.body, time.time())
 
     return web.json_response({"status": "recorded", "issued": row.issued})
+
+
+async def post_sighting(request: web.Request) -> web.Response:
+    try:
+        # Probes arrive in random port order, so a window's ranges fragment:
+        # as large as a result, at worst.
+        post = await _verified(request, Context.SIGHTING, MAX_RESULT_BYTES)
+        sighting = _decode(post, Sighting)
+        _speaks_for(post, sighting.subnet)
+    except Rejected as exc:
+        return _rejected(request, exc)
+    await witnessing.record(request.app[INTAKE_STORE], sighting, post.key_id, post.body)
+
+    return web.Response(status=204)
 
 
 async def _verified(request: web.Request, context: Context, max_bytes: int) -> Post:

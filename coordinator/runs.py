@@ -8,21 +8,33 @@ original run stays as evidence.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 import uuid
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from coordinator import accounting, budget, leasing, planner, refusals, report
+from coordinator import (
+    accounting,
+    budget,
+    leasing,
+    outcomes,
+    planner,
+    refusals,
+    report,
+    witnessing,
+)
 from coordinator.dispatch import Dispatcher
 from coordinator.errors import NotFoundError, UsageError
 from coordinator.policy import Pair, Policy, parse_policy
 from coordinator.store import PairRecord, RunRecord, Store
 from coordinator.vault import Vault
 from coordinator.verdict import PairJudgement, Verdict, judge_pair, overall
+from protocol.ports import PortRanges
+from protocol.witnessing import WitnessView
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +48,10 @@ class RunManager:
     store: Store
     dispatcher: Dispatcher
     vault: Vault | None = None  # where settled runs' evidence bundles go
+    # The service's settler and a caller may settle at once: one at a time,
+    # or a run would be judged and sealed twice, its bundle written over
+    # while the first is read.
+    _settling: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def start(
         self,
@@ -63,11 +79,17 @@ class RunManager:
             verdict=None,
             report=None,
         )
-        assignments = [
+        # Made as they are written: a large estate's assignments never all
+        # sit in memory at once.
+        assignments = (
             (planner.to_assignment(c, run_id, policy, now), c.probes) for c in chunks
-        ]
+        )
+        dst_slots = budget.slots_by_dst((c.pair.src, c.pair.dst) for c in chunks)
         await self.store.add_run(
-            run, [_pair_record(p) for p in pairs or policy.pairs], assignments
+            run,
+            (_pair_record(p) for p in pairs or policy.pairs),
+            assignments,
+            dst_slots,
         )
 
         # The first wave now, so a queue that cannot be reached fails the
@@ -116,14 +138,21 @@ class RunManager:
     async def judge(
         self, run: RunRecord, final: bool = False
     ) -> tuple[list[PairJudgement], Verdict]:
-        """Judge every pair of ``run`` from the results stored so far."""
-        results = {r.assignment_id: r for r in await self.store.results(run.id)}
-        by_pair = defaultdict(list)
-        for chunk in await self.store.chunks(run.id):
-            by_pair[(chunk.src, chunk.dst)].append(chunk)
+        """Judge every pair of ``run`` from the results stored so far, with
+        what the destinations' witnesses saw while it ran."""
+        until = run.finished_at or time.time()
+        seen = await witnessing.between(self.store, run.created_at, until)
+        policy = parse_policy(run.policy_text, run.policy_source) if seen else None
+
+        def witnesses(o: outcomes.PairOutcome) -> list[WitnessView]:
+            if policy is None:
+                return []
+            pair = (o.pair.src, o.pair.dst)
+            return witnessing.pair_views(seen, policy, pair, o.results.values())
+
         judgements = [
-            judge_pair(p, by_pair[(p.src, p.dst)], results, final)
-            for p in await self.store.pairs(run.id)
+            judge_pair(o.pair, o.chunks, o.results, final, witnesses(o))
+            async for o in outcomes.by_pair(self.store, run.id)
         ]
         judgements.sort(key=lambda j: (j.src, j.dst))
 
@@ -157,11 +186,17 @@ class RunManager:
 
     async def settle(self) -> list[str]:
         """Freeze the report of every run that is complete or past its deadline."""
+        async with self._settling:
+            return await self._settle()
+
+    async def _settle(self) -> list[str]:
         settled = []
         now = time.time()
         for run in await self.store.unfinished_runs():
             complete = not await accounting.unsettled(self.store, run.id)
             if not complete and now < run.deadline:
+                continue
+            if complete and await witnessing.behind(self.store, run.id, now):
                 continue
             judgements, verdict = await self.judge(run, final=True)
             finished = RunRecord(**{**run.__dict__, "finished_at": now})
@@ -197,6 +232,13 @@ class RunManager:
 def _pair_record(pair: Pair) -> PairRecord:
     allowed: dict[str, Any] | None = None
     if pair.allowed_tcp is not None or pair.allowed_udp is not None:
-        allowed = {"tcp": pair.allowed_tcp or [], "udp": pair.allowed_udp or []}
+        allowed = _allowed(pair.allowed_tcp or (), pair.allowed_udp or ())
 
     return PairRecord(pair.src, pair.dst, str(pair.expect), allowed)
+
+
+# One record per rule, shared by its pairs (the store encodes it once); never
+# changed once made.
+@functools.lru_cache(maxsize=1024)
+def _allowed(tcp: PortRanges, udp: PortRanges) -> dict[str, Any]:
+    return {"tcp": tcp or [], "udp": udp or []}

@@ -128,3 +128,20 @@ agents = sa.Table(
     sa.Column("last_seen", sa.Float, nullable=False),
     sa.Column("assignment_id", sa.String(40)),
 )
+
+# What agents' witnesses saw arrive at their own addresses, window by window
+# (coordinator/witnessing.py); ``envelope`` is the signed post, kept as evidence.
+sightings = sa.Table(
+    "sightings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subnet", sa.String(128), nullable=False),
+    sa.Column("agent", sa.String(256), nullable=False),
+    sa.Column("ip", sa.String(15), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=False),
+    sa.Column("dropped", sa.Integer, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("envelope", sa.LargeBinary, nullable=False),
+    sa.Index("ix_sightings_subnet_finished", "subnet", "finished_at"),
+)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from coordinator.store import ChunkRecord, PairRecord
+from coordinator.store import PairRecord
 from protocol.messages import Coverage, Finding, Proto, Result
 from protocol.ports import PortRanges, format_ports, subtract
+from protocol.witnessing import WitnessView, combine
 
 
 class Verdict(enum.StrEnum):
@@ -25,7 +27,27 @@ class Verdict(enum.StrEnum):
     PENDING = "pending"  # the run is still waiting for this pair's chunks
 
 
-@dataclass(frozen=True)
+class Planned(Protocol):
+    """What a verdict reads of a chunk (store.ChunkRecord, outcomes.ChunkOutcome)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def probes(self) -> int: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def dead_reason(self) -> str | None: ...
+
+    @property
+    def targets(self) -> tuple[str, ...] | None: ...
+
+
+# A thousand-subnet run is judged into 180,000 of these: slots keep each small.
+@dataclass(frozen=True, slots=True)
 class PairJudgement:
     """The verdict on one directed pair, with what it rests on."""
 
@@ -46,13 +68,20 @@ class PairJudgement:
 
 def judge_pair(
     pair: PairRecord,
-    pair_chunks: Sequence[ChunkRecord],
+    pair_chunks: Sequence[Planned],
     results: dict[str, Result],
     final: bool,
+    witnesses: Sequence[WitnessView] = (),
 ) -> PairJudgement:
-    """Judge one pair from its chunks' results; ``final`` once the run is over."""
+    """Judge one pair from its chunks' results; ``final`` once the run is over.
+
+    ``witnesses`` are the destination witnesses' views of the pair's probes:
+    they turn forged RSTs into ``rejected`` and silent arrivals into ``arrived``.
+    """
     got = [results[c.id] for c in pair_chunks if c.id in results]
     findings = tuple(f for r in got for f in r.findings)
+    if witnesses:
+        findings = combine(findings, witnesses)
     coverage = _sum_coverage(got)
     gaps = _gaps(pair_chunks, results)
     reachable = [f for f in findings if f.state.reachable]
@@ -92,7 +121,7 @@ def _decide(
     return Verdict.ALLOWED, "allowed, though nothing answered"
 
 
-def _gaps(pair_chunks: Sequence[ChunkRecord], results: dict[str, Result]) -> list[str]:
+def _gaps(pair_chunks: Sequence[Planned], results: dict[str, Result]) -> list[str]:
     missing = [c for c in pair_chunks if c.id not in results]
     gaps = _missing(missing, len(pair_chunks))
     for chunk in pair_chunks:
@@ -110,10 +139,10 @@ def _gaps(pair_chunks: Sequence[ChunkRecord], results: dict[str, Result]) -> lis
     return gaps
 
 
-def _missing(missing: Sequence[ChunkRecord], planned: int) -> list[str]:
+def _missing(missing: Sequence[Planned], planned: int) -> list[str]:
     """Why chunks have no result: dead-lettered (named), or still out."""
     gaps = [
-        f"chunk {c.id} ({', '.join(c.assignment.targets)}) lost: {c.dead_reason}"
+        f"chunk {c.id} ({', '.join(c.targets or ())}) lost: {c.dead_reason}"
         for c in missing
         if c.state == "dead"
     ]
@@ -125,7 +154,7 @@ def _missing(missing: Sequence[ChunkRecord], planned: int) -> list[str]:
 
 
 def _outside_allowed(pair: PairRecord, reachable: list[Finding]) -> list[Finding]:
-    if pair.expect != "open" or pair.allowed is None:
+    if pair.expect != "open" or pair.allowed is None or not reachable:
         return []
     allowed: dict[Proto, PortRanges] = {
         proto: tuple((first, last) for first, last in pair.allowed.get(proto, []))

@@ -12,17 +12,24 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from protocol.errors import ProtocolError
-from protocol.messages import Assignment, Heartbeat, Message, Refusal, Result
+from protocol.messages import (
+    Assignment,
+    Heartbeat,
+    Message,
+    Refusal,
+    Result,
+    Sighting,
+)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {
     cls: msgspec.msgpack.Decoder(cls)
-    for cls in (Assignment, Result, Heartbeat, Refusal)
+    for cls in (Assignment, Result, Heartbeat, Refusal, Sighting)
 }
 
-M = TypeVar("M", Assignment, Result, Heartbeat, Refusal)
+M = TypeVar("M", Assignment, Result, Heartbeat, Refusal, Sighting)
 
 
 def encode(message: Message) -> bytes:

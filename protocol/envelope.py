@@ -35,6 +35,7 @@ class Context(enum.StrEnum):
     RESULT = "result"
     HEARTBEAT = "heartbeat"
     REFUSAL = "refusal"
+    SIGHTING = "sighting"
     SCOPE = "scope"
 
 

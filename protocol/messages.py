@@ -1,4 +1,5 @@
-"""The assignment, result and heartbeat messages, as versioned msgpack structs.
+"""The messages of the protocol (assignments, results, heartbeats, refusals,
+sightings), as versioned msgpack structs.
 
 Every message is a closed struct: decoding rejects unknown fields, wrong types
 and protocol versions this build does not speak.  Assignments are data, never
@@ -161,6 +162,39 @@ class Heartbeat(_Message, frozen=True, tag="heartbeat"):
     version: int = PROTOCOL_VERSION
 
 
+class Seen(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Ports probed from ``source`` that the witness saw arrive."""
+
+    source: str
+    proto: Proto
+    ports: Annotated[WirePorts, msgspec.Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        _ipv4(self.source)
+
+
+class Sighting(_Message, frozen=True, tag="sighting"):
+    """What an agent's witness saw arrive at its own address ``ip`` during one
+    window.  Windows follow each other without gaps while the witness runs, so
+    the coordinator can tell a probe that never arrived from one nobody watched.
+    """
+
+    agent: str
+    subnet: str
+    ip: str
+    started_at: float
+    finished_at: float
+    seen: tuple[Seen, ...]
+    dropped: Count = 0  # probes the kernel dropped before the witness read them
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _ipv4(self.ip)
+        if self.finished_at < self.started_at:
+            raise ValueError("a sighting's window ends before it starts")
+
+
 class Refused(enum.StrEnum):
     """Why an agent refused a queue message without scanning anything."""
 
@@ -197,4 +231,4 @@ class Refusal(_Message, frozen=True, tag="refusal"):
     version: int = PROTOCOL_VERSION
 
 
-Message = Assignment | Result | Heartbeat | Refusal
+Message = Assignment | Result | Heartbeat | Refusal | Sighting

@@ -49,7 +49,28 @@ _ROUTERS = (
     "net.ipv4.ip_forward=1",
     "net.ipv4.conf.all.send_redirects=0",
     "net.ipv4.conf.default.send_redirects=0",
+    # Routers terminate no connections: looking for a local socket on every
+    # forwarded packet is wasted work at scan rates.
+    "net.ipv4.ip_early_demux=0",
 )
+# The transit firewall is stateful, so every probe it lets through opens a
+# conntrack entry.  With the kernel's defaults an unanswered SYN holds its
+# entry for two minutes, and a full-port scan fills the table (the kernel then
+# drops new connections: loss the lab must not invent).  The table holds
+# 262,144 entries unless the host says otherwise, and a namespace may not
+# raise it; at 100,000 accepted probes a second an unanswered SYN can keep its
+# entry for one second at most.  Probes are answered within milliseconds or
+# never; established connections keep the default.
+_TRANSIT_CONNTRACK = (
+    "net.netfilter.nf_conntrack_tcp_timeout_syn_sent=1",
+    "net.netfilter.nf_conntrack_tcp_timeout_syn_recv=1",
+    "net.netfilter.nf_conntrack_tcp_timeout_close=1",
+    "net.netfilter.nf_conntrack_udp_timeout=3",
+    "net.netfilter.nf_conntrack_icmp_timeout=3",
+)
+# Where br_netfilter is loaded, it passes bridged frames through the IP
+# hooks as well; the VPC routers' bridges need no filtering.
+_BRIDGE_NF = ("bridge-nf-call-iptables", "bridge-nf-call-arptables")
 
 log = structlog.get_logger(__name__)
 
@@ -212,7 +233,7 @@ def _configure_router(router: Router, loss_rate: float) -> None:
         f"net.ipv4.neigh.{bridge.name}.retrans_time_ms={ARP_RETRANS_MS}"
         for bridge in router.bridges
     ]
-    _sysctl(router.namespace, retrans)
+    _sysctl(router.namespace, [*retrans, *_bridge_nf_off()])
     _nft(router.namespace, firewall.router_ruleset() + loss)
 
 
@@ -235,6 +256,8 @@ def _configure_transit(topology: Topology) -> None:
         firewall.transit_ruleset(topology.spec)
         + firewall.loss_ruleset(ports, topology.spec.loss),
     )
+    # After the ruleset: its ct rules load conntrack, which brings these keys.
+    _sysctl(TRANSIT_NAMESPACE, _TRANSIT_CONNTRACK)
 
 
 def _configure_node(node: Node, loss: float) -> None:
@@ -277,6 +300,16 @@ def _root_sysctl(key: str, value: str) -> None:
         path.write_text(value + "\n")
     except OSError as exc:
         raise NetworkError(str(path), f"cannot set {path}: {exc.strerror}") from exc
+
+
+def _bridge_nf_off() -> list[str]:
+    """Settings that stop br_netfilter in a namespace, if it is loaded at all
+    (its keys then exist in every namespace, the root one included)."""
+    return [
+        f"net.bridge.{key}=0"
+        for key in _BRIDGE_NF
+        if (Path("/proc/sys/net/bridge") / key).exists()
+    ]
 
 
 def _sysctl(namespace: str, settings: Sequence[str]) -> None:

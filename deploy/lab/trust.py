@@ -44,7 +44,7 @@ log = structlog.get_logger(__name__)
 TRUST_DIR = "trust"
 TOKEN_FILE = "operator-token"
 AGENT_KEY_FILE = "agent-key.pem"
-MAX_RATE_PPS = 100_000
+MAX_RATE_PPS = 1_000_000
 SCOPE_TCP = "1-65535"
 SCOPE_UDP = "1-1023"
 # Each agent its own uid, so one agent cannot read another's key; far above

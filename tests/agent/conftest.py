@@ -314,7 +314,7 @@ def agent_config(
         sqs_endpoint=moto_endpoint,
         region="us-east-1",
         coordinator_url=coordinator.url,
-        engine=ScanKind.AUTO,
+        engine=ScanKind.CONNECT,  # runner tests assert connect-scan reasons
     )
 
 

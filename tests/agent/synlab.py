@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -105,10 +105,12 @@ from agent.witness import Witness
 witness = Witness(IPv4Address(sys.argv[1]))
 witness.start()
 print("ready", flush=True)
-sys.stdin.readline()
-report = witness.stop()
-seen = [[src, proto, ports] for (src, proto), ports in report.seen.items()]
-print(json.dumps({**vars(report), "seen": seen}), flush=True)
+for line in sys.stdin:
+    report = witness.take() if line.strip() == "take" else witness.stop()
+    seen = [[src, proto, ports] for (src, proto), ports in report.seen.items()]
+    print(json.dumps({**vars(report), "seen": seen}), flush=True)
+    if line.strip() != "take":
+        break
 """
 
 
@@ -143,9 +145,28 @@ class ScanResult:
 
 @dataclass
 class Watch:
-    """Filled in when a ``SynLab.witness`` block ends."""
+    """A running witness: ``take`` ends a window; the last report comes on exit."""
 
-    report: WitnessReport | None = None
+    process: subprocess.Popen[str]
+    reports: list[WitnessReport] = field(default_factory=list)
+
+    @property
+    def report(self) -> WitnessReport | None:
+        return self.reports[-1] if self.reports else None
+
+    def take(self, command: str = "take") -> WitnessReport:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(f"{command}\n")
+        self.process.stdin.flush()
+        printed = json.loads(self.process.stdout.readline())
+        seen = {
+            (src, Proto(proto)): tuple(map(tuple, ports))
+            for src, proto, ports in printed.pop("seen")
+        }
+        self.reports.append(WitnessReport(**printed, seen=seen))
+
+        return self.reports[-1]
 
 
 @dataclass(frozen=True)
@@ -201,20 +222,12 @@ class SynLab:
             text=True,
             cwd=Path(__file__).parents[2],
         )
-        assert process.stdin is not None
         assert process.stdout is not None
-        watch = Watch()
+        watch = Watch(process)
         try:
             assert process.stdout.readline().strip() == "ready"
             yield watch
-            process.stdin.write("stop\n")
-            process.stdin.flush()
-            printed = json.loads(process.stdout.readline())
-            seen = {
-                (src, Proto(proto)): tuple(map(tuple, ports))
-                for src, proto, ports in printed.pop("seen")
-            }
-            watch.report = WitnessReport(**printed, seen=seen)
+            watch.take("stop")
         finally:
             process.kill()
             process.communicate(timeout=10)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agent import cli, engines
+from agent import cli, syn
 from agent.cli import main, run_checks
 from agent.config import AgentConfig
 from agent.identity import AgentIdentityError
@@ -127,7 +127,7 @@ def test_the_installed_command_reports_a_bad_target_without_a_traceback() -> Non
 def test_an_engine_this_host_lacks_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(engines.syn, "raw_sockets_available", lambda: False)
+    monkeypatch.setattr(syn, "raw_sockets_available", lambda: False)
 
     code = main(["scan", "127.0.0.1", "-p", "1", "--engine", "syn"])
 
@@ -218,7 +218,13 @@ async def test_run_stops_cleanly_on_sigterm(
 
     events = [json.loads(line)["event"] for line in stderr.decode().splitlines()]
     assert process.returncode == 0
-    assert events == ["agent_privileges", "agent_started", "agent_stopped"]
+    # The scope names loopback only: no address of its own for a witness.
+    assert events == [
+        "agent_privileges",
+        "agent_started",
+        "witness_unavailable",
+        "agent_stopped",
+    ]
 
 
 def test_scope_verify_prints_the_scope_and_refuses_a_tampered_one(

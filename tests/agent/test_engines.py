@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
 import pytest
 import structlog
 
 from agent import syn
 from agent.connect import ConnectEngine
+from agent.engine import ScanRequest
 from agent.engines import choose_engine
 from agent.errors import ScanError
 from agent.syn import SynEngine
@@ -53,3 +56,31 @@ def test_syn_without_raw_socket_privilege_is_refused_with_the_reason(
         choose_engine(ScanKind.SYN)
 
     assert caught.value.subject == "syn"
+
+
+def test_auto_scans_this_hosts_own_addresses_with_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Frames from a packet socket never reach the local stack: connect instead."""
+    monkeypatch.setattr(syn, "raw_sockets_available", lambda: True)
+    local = IPv4Address("127.0.0.1")
+
+    with structlog.testing.capture_logs() as logs:
+        engine = choose_engine(ScanKind.AUTO, (IPv4Address("192.0.2.1"), local))
+
+    assert isinstance(engine, ConnectEngine)
+    assert logs[0]["reason"] == "127.0.0.1 is this host's own address"
+
+
+@pytest.mark.root
+async def test_the_syn_engine_refuses_this_hosts_own_address() -> None:
+    if not syn.raw_sockets_available():
+        pytest.skip("needs root or CAP_NET_RAW")
+    request = ScanRequest(
+        targets=(IPv4Address("127.0.0.1"),), tcp=((1, 10),), udp=(), rate_pps=1000
+    )
+
+    with pytest.raises(ScanError, match="own address") as caught:
+        await syn.SynEngine().scan(request)
+
+    assert "connect engine" in str(caught.value)

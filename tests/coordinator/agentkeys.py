@@ -21,6 +21,7 @@ CONTEXTS = {
     "heartbeat": Context.HEARTBEAT,
     "refusal": Context.REFUSAL,
     "assignment": Context.ASSIGNMENT,
+    "sighting": Context.SIGHTING,
 }
 
 

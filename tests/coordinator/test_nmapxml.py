@@ -44,11 +44,12 @@ def test_one_nmaprun_per_source_subnet_that_libnmap_parses(
 def test_filtered_ports_are_summarised_as_extraports(
     exported: dict[str, Path],
 ) -> None:
-    """65 filtered TCP ports become one extraports line; 4 UDP ports are listed."""
+    """65,535 filtered TCP ports become one extraports line; 4 UDP ports are
+    listed."""
     report = NmapParser.parse_fromfile(str(exported["corp-a"]))
     host = report.get_host_byid("10.0.1.5")
 
-    assert host.extraports_state["state"] == {"state": "filtered", "count": "65"}
+    assert host.extraports_state["state"] == {"state": "filtered", "count": "65535"}
     assert [(s.port, s.state) for s in host.services] == [
         (53, "open|filtered"),
         (123, "open|filtered"),

@@ -42,7 +42,7 @@ def test_the_founding_policy_plans_one_chunk_per_pair(founding_policy: Path) -> 
         (p.src, p.dst) for p in policy.pairs
     }
     assert all(c.addresses == 14 for c in chunks)
-    assert all(c.probes == 14 * (65 + 4) for c in chunks)
+    assert all(c.probes == 14 * (65_535 + 4) for c in chunks)
 
 
 def test_chunks_cover_exactly_the_host_addresses_of_the_destination() -> None:
@@ -164,7 +164,7 @@ def test_estimate_is_the_busiest_source_over_the_rate(founding_policy: Path) -> 
     estimate = planner.estimate_s(chunks, policy)
 
     # corp-a sends to 9 cde subnets; every cde subnet sends to 3 corp ones.
-    assert estimate == pytest.approx(9 * 14 * 69 * 2 / 1000)
+    assert estimate == pytest.approx(9 * 14 * 65_539 * 2 / 150_000)
 
 
 def test_estimate_of_no_chunks_is_zero(founding_policy: Path) -> None:

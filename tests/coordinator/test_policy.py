@@ -55,10 +55,9 @@ def test_the_founding_policy_has_54_pairs_27_each_way(founding_policy: Path) -> 
 def test_the_founding_policy_scan_settings(founding_policy: Path) -> None:
     scan = load_policy(founding_policy).scan
 
-    assert (8080, 8090) in scan.tcp
-    assert scan.tcp[0] == (20, 23)
+    assert scan.tcp == ((1, 65535),)
     assert scan.udp == ((53, 53), (123, 123), (161, 161), (500, 500))
-    assert (scan.rate_pps, scan.passes, scan.engine) == (1000, 2, ScanKind.AUTO)
+    assert (scan.rate_pps, scan.passes, scan.engine) == (150_000, 2, ScanKind.SYN)
 
 
 def test_the_founding_policy_remembers_its_source_and_segments(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -180,6 +181,23 @@ async def test_a_settled_run_is_not_settled_again(
     again = await run_manager.settle()
 
     assert again == []
+
+
+async def test_settling_at_once_from_two_callers_settles_a_run_once(
+    run_manager: RunManager,
+    small: Policy,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+) -> None:
+    """The service's settler and another caller: the run is judged once."""
+    run = await run_manager.start(small)
+    await _answer_all(run_manager.store, result_for, dispatched)
+
+    with capture_logs() as logs:
+        outcomes = await asyncio.gather(run_manager.settle(), run_manager.settle())
+
+    assert sorted(outcomes) == [[], [run.id]]
+    assert [e["run"] for e in logs if e["event"] == "run_settled"] == [run.id]
 
 
 async def test_rescan_is_a_new_run_over_both_directions_with_fresh_chunks(

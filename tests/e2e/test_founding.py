@@ -51,6 +51,26 @@ def test_the_hole_is_reported_as_exactly_one_open_port(
     assert reachable == [("10.0.3.5", "tcp", [[5432, 5432]], "open")]
 
 
+def test_the_witness_tells_a_rejecting_firewall_from_a_hole(
+    founding_run: tuple[int, dict[str, Any]],
+) -> None:
+    """The transit answers corp-a's SSH probe of cde-b's agent with its own RST;
+    cde-b's witness never saw the probe, so the pair passes with it rejected."""
+    _, report = founding_run
+    pair = next(
+        p for p in report["pairs"] if (p["src"], p["dst"]) == ("corp-a", "cde-b")
+    )
+    answered = [
+        (f["ip"], f["proto"], f["ports"], f["state"], f["reason"])
+        for f in pair["findings"]
+        if f["state"] not in ("filtered", "open|filtered")
+    ]
+
+    assert pair["verdict"] == "pass"
+    assert answered == [("10.0.2.4", "tcp", [[22, 22]], "rejected", "rst")]
+    assert pair["witness"]["rejected_ports"] == 1
+
+
 def test_allowed_pairs_list_the_listening_workloads(
     founding_run: tuple[int, dict[str, Any]],
 ) -> None:

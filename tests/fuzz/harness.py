@@ -26,7 +26,7 @@ with atheris.instrument_imports(include=["protocol", "agent"]):
     from protocol import codec, envelope
     from protocol.envelope import Context
     from protocol.errors import ProtocolError
-    from protocol.messages import Assignment, Heartbeat, Refusal, Result
+    from protocol.messages import Assignment, Heartbeat, Refusal, Result, Sighting
     from protocol.signing import SignatureError, key_id
 
 from tests.fuzz.seeds import gate_for_fuzzing, write_seeds
@@ -64,6 +64,7 @@ TARGETS: dict[str, Target] = {
     "result": _decoder(Result),
     "heartbeat": _decoder(Heartbeat),
     "refusal": _decoder(Refusal),
+    "sighting": _decoder(Sighting),
     "envelope": _envelope,
     "gate": _gate,
 }

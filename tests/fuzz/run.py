@@ -16,7 +16,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-DECODERS = ("assignment", "result", "heartbeat", "refusal", "envelope", "gate")
+DECODERS = (
+    "assignment",
+    "result",
+    "heartbeat",
+    "refusal",
+    "sighting",
+    "envelope",
+    "gate",
+)
 DEFAULT_RUNS = 100_000
 TIMEOUT_S = 600
 

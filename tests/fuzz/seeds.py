@@ -28,6 +28,8 @@ from protocol.messages import (
     Refused,
     Result,
     ScanKind,
+    Seen,
+    Sighting,
 )
 from protocol.scope import signature_line, signature_path
 from protocol.signing import generate_key, key_id, load_private_key, public_path
@@ -76,6 +78,15 @@ REFUSAL = Refusal(
     assignment_id="a1",
     run_id="run-1",
 )
+SIGHTING = Sighting(
+    agent="corp-a@host",
+    subnet=SUBNET,
+    ip="172.16.1.4",
+    started_at=NOW,
+    finished_at=NOW + 5,
+    seen=(Seen("10.0.1.4", Proto.TCP, ((1, 1024), (8443, 8443))),),
+    dropped=0,
+)
 
 
 def gate_for_fuzzing(workdir: Path) -> Gate:
@@ -122,6 +133,7 @@ def write_seeds(corpus: Path, name: str, workdir: Path) -> None:
         "result": [codec.encode(RESULT)],
         "heartbeat": [codec.encode(HEARTBEAT)],
         "refusal": [codec.encode(REFUSAL)],
+        "sighting": [codec.encode(SIGHTING)],
         "envelope": [_signed(codec.encode(RESULT), Context.RESULT, coordinator)],
         "gate": [
             codec.to_text(

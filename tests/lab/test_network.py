@@ -247,3 +247,23 @@ def test_up_refuses_while_a_lab_is_up(small_lab: LabState, tmp_path: Path) -> No
         lab.up(spec, control=None, state_dir=Path(small_lab.state_dir))
     with pytest.raises(LabStateError, match="leftovers of a lab exist"):
         lab.up(spec, control=None, state_dir=tmp_path)
+
+
+def test_the_transit_forgets_unanswered_probes_within_a_second(
+    small_lab: LabState,
+) -> None:
+    """A full-port scan opens a conntrack entry per accepted probe; held for the
+    kernel's default two minutes they fill the table and it starts dropping."""
+    keys = [
+        "net.netfilter.nf_conntrack_tcp_timeout_syn_sent",
+        "net.netfilter.nf_conntrack_tcp_timeout_syn_recv",
+        "net.netfilter.nf_conntrack_tcp_timeout_close",
+    ]
+    shown = run_in("sgl-transit", "sysctl", "-n", *keys).stdout.split()
+    routers = {
+        run_in(ns, "sysctl", "-n", "net.ipv4.ip_early_demux").stdout.strip()
+        for ns in ("sgl-vpc-pci", "sgl-vpc-corp")
+    }
+
+    assert shown == ["1", "1", "1"]
+    assert routers == {"0"}

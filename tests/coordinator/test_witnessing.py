@@ -1,0 +1,295 @@
+"""Witness evidence on the coordinator: windows, coverage, and the verdict.
+
+The pure view-building first; then the real service on a real store, with
+agents played by keys of tests/coordinator/agentkeys.py.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import AsyncIterator
+from ipaddress import IPv4Network
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from coordinator import witnessing
+from coordinator.runs import RunManager
+from coordinator.witnessing import Scope
+from protocol.messages import (
+    Assignment,
+    Finding,
+    PortState,
+    Proto,
+    Reason,
+    Result,
+    Seen,
+    Sighting,
+)
+from protocol.witnessing import WitnessView
+from tests.conftest import ResultFor
+from tests.coordinator.agentkeys import TOKEN, Keyring
+
+CORP_A = "172.16.1.4"  # the prober
+CDE_B = "10.0.2.4"  # the destination's agent, whose witness watches
+SCOPE = Scope(
+    source=IPv4Network("172.16.1.0/28"),
+    destination=IPv4Network("10.0.2.0/28"),
+    tcp=((1, 1000),),
+    udp=((53, 53),),
+    windows=((100.0, 110.0),),
+)
+
+
+def _sighting(
+    start: float,
+    end: float,
+    *seen: Seen,
+    ip: str = CDE_B,
+    dropped: int = 0,
+) -> Sighting:
+    return Sighting(
+        agent="cde-b@test",
+        subnet="cde-b",
+        ip=ip,
+        started_at=start,
+        finished_at=end,
+        seen=seen,
+        dropped=dropped,
+    )
+
+
+def _tcp(*ports: tuple[int, int], source: str = CORP_A) -> Seen:
+    return Seen(source, Proto.TCP, ports)
+
+
+def test_back_to_back_windows_make_a_whole_view_of_the_source() -> None:
+    found = [
+        _sighting(95.0, 100.0),
+        _sighting(100.0, 105.0, _tcp((22, 22))),
+        _sighting(105.0, 111.0, _tcp((80, 80)), _tcp((443, 443), source="10.9.9.9")),
+    ]
+
+    assert witnessing.views(found, SCOPE) == [
+        WitnessView(CDE_B, tcp=((22, 22), (80, 80)), udp=(), complete=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    "found",
+    [
+        [_sighting(100.0, 104.0), _sighting(106.0, 111.0)],  # a gap at 104-106
+        [_sighting(101.0, 111.0)],  # started a second after the scan did
+        [_sighting(99.0, 108.0)],  # stopped two seconds before it ended
+        [_sighting(99.0, 111.0, dropped=1)],  # the kernel dropped a probe
+    ],
+)
+def test_a_watch_with_a_gap_or_a_drop_is_not_whole(found: list[Sighting]) -> None:
+    (view,) = witnessing.views(found, SCOPE)
+
+    assert not view.complete
+
+
+def test_only_scanned_ports_and_destination_addresses_count() -> None:
+    found = [
+        _sighting(99.0, 111.0, _tcp((900, 2000)), Seen(CORP_A, Proto.UDP, ((53, 54),))),
+        _sighting(99.0, 111.0, _tcp((1, 10)), ip="10.0.3.4"),  # another subnet
+        _sighting(200.0, 210.0, _tcp((1, 10))),  # long after the scan
+    ]
+
+    assert witnessing.views(found, SCOPE) == [
+        WitnessView(CDE_B, tcp=((900, 1000),), udp=((53, 53),), complete=True)
+    ]
+
+
+# --- through the service -------------------------------------------------------
+
+
+@pytest.fixture
+async def client(service_app: web.Application) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(TestServer(service_app)) as test_client:
+        yield test_client
+
+
+async def _post(client: TestClient[Any, Any], path: str, body: bytes) -> int:
+    reply = await client.post(
+        path, data=io.BytesIO(body), headers={"Content-Type": "application/msgpack"}
+    )
+    return reply.status
+
+
+async def _start(client: TestClient[Any, Any], policy: str) -> str:
+    reply = await client.post(
+        "/v1/runs",
+        json={"policy": policy, "source": "founding.yaml"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert reply.status == 201
+    return str((await reply.json())["run"])
+
+
+async def _post_result(
+    client: TestClient[Any, Any], keyring: Keyring, result: Result
+) -> None:
+    assert await _post(client, "/v1/results", keyring.seal(result, result.src)) == 200
+
+
+def _closed(port: int) -> Finding:
+    return Finding(CDE_B, Proto.TCP, ((port, port),), PortState.CLOSED, Reason.RST, 63)
+
+
+async def _judged(
+    client: TestClient[Any, Any],
+    founding_policy: Any,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+    keyring: Keyring,
+    run_manager: RunManager,
+    *seen: Seen,
+) -> dict[str, Any]:
+    """Run the founding policy; corp-a's agent finds RSTs on 22 and 80 of cde-b's
+    agent, whose witness saw ``seen``; every other pair comes back empty."""
+    run_id = await _start(client, founding_policy.read_text())
+    for assignment in dispatched:
+        findings = [_closed(22), _closed(80)]
+        pair = (assignment.src, assignment.dst)
+        result = result_for(
+            assignment, *(findings if pair == ("corp-a", "cde-b") else ())
+        )
+        assert (
+            await _post(client, "/v1/results", keyring.seal(result, result.src)) == 200
+        )
+    issued = dispatched[0].issued_at
+    sighting = _sighting(issued - 1, issued + 5, *seen)  # results end at +2
+    assert await _post(client, "/v1/sightings", keyring.seal(sighting, "cde-b")) == 204
+    report = await run_manager.report(run_id)
+
+    return next(
+        p for p in report["pairs"] if (p["src"], p["dst"]) == ("corp-a", "cde-b")
+    )
+
+
+async def test_resets_the_witness_never_saw_are_rejected_and_the_pair_passes(
+    client: TestClient[Any, Any],
+    founding_policy: Any,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+    keyring: Keyring,
+    run_manager: RunManager,
+) -> None:
+    """A firewall that rejects with RST is not a hole: the witness proves it."""
+    pair = await _judged(
+        client, founding_policy, dispatched, result_for, keyring, run_manager
+    )
+
+    assert pair["verdict"] == "pass"
+    assert {(f["state"], f["ports"][0][0]) for f in pair["findings"]} == {
+        ("rejected", 22),
+        ("rejected", 80),
+    }
+    assert pair["witness"]["rejected_ports"] == 2
+
+
+async def test_a_reset_the_witness_saw_arrive_stays_closed_and_fails_the_pair(
+    client: TestClient[Any, Any],
+    founding_policy: Any,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+    keyring: Keyring,
+    run_manager: RunManager,
+) -> None:
+    """A probe seen at the destination, answered by RST: it crossed the boundary;
+    a probe seen but never answered (443) arrived, which is reachable too."""
+    pair = await _judged(
+        client,
+        founding_policy,
+        dispatched,
+        result_for,
+        keyring,
+        run_manager,
+        _tcp((22, 22), (443, 443)),
+    )
+
+    assert pair["verdict"] == "fail"
+    assert {(f["state"], f["ports"][0][0]) for f in pair["findings"]} == {
+        ("closed", 22),
+        ("rejected", 80),
+        ("arrived", 443),
+    }
+
+
+async def test_a_sighting_for_another_subnet_is_refused(
+    client: TestClient[Any, Any], keyring: Keyring
+) -> None:
+    sighting = _sighting(1.0, 2.0, _tcp((22, 22)))
+
+    assert await _post(client, "/v1/sightings", keyring.seal(sighting, "cde-a")) == 403
+
+
+async def test_without_sightings_findings_are_judged_as_they_came(
+    client: TestClient[Any, Any],
+    founding_policy: Any,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+    keyring: Keyring,
+    run_manager: RunManager,
+) -> None:
+    run_id = await _start(client, founding_policy.read_text())
+    for assignment in dispatched:
+        pair = (assignment.src, assignment.dst)
+        found = (_closed(80),) if pair == ("corp-a", "cde-b") else ()
+        result = result_for(assignment, *found)
+        assert (
+            await _post(client, "/v1/results", keyring.seal(result, result.src)) == 200
+        )
+
+    report = await run_manager.report(run_id)
+
+    pair = next(
+        p for p in report["pairs"] if (p["src"], p["dst"]) == ("corp-a", "cde-b")
+    )
+    assert pair["verdict"] == "fail"
+    assert pair["witness"]["summary"] == "no witness evidence for this pair"
+
+
+async def test_a_finished_run_waits_for_the_witness_window_holding_its_end(
+    client: TestClient[Any, Any],
+    founding_policy: Any,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+    keyring: Keyring,
+    run_manager: RunManager,
+) -> None:
+    run_id = await _start(client, founding_policy.read_text())
+    now = time.time()
+    early = _sighting(now - 10, now - 5)
+    assert await _post(client, "/v1/sightings", keyring.seal(early, "cde-b")) == 204
+    for assignment in dispatched:
+        await _post_result(client, keyring, result_for(assignment))
+
+    assert await run_manager.settle() == []  # cde-b's witness is behind
+    later = _sighting(now - 5, time.time() + 1)
+    assert await _post(client, "/v1/sightings", keyring.seal(later, "cde-b")) == 204
+    assert await run_manager.settle() == [run_id]
+
+
+async def test_a_silent_witness_is_not_waited_for(
+    client: TestClient[Any, Any],
+    founding_policy: Any,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+    keyring: Keyring,
+    run_manager: RunManager,
+) -> None:
+    """A witness whose last window ended minutes ago is gone: no waiting on it."""
+    run_id = await _start(client, founding_policy.read_text())
+    now = time.time()
+    old = _sighting(now - witnessing.ALIVE_S - 20, now - witnessing.ALIVE_S - 10)
+    assert await _post(client, "/v1/sightings", keyring.seal(old, "cde-b")) == 204
+    for assignment in dispatched:
+        await _post_result(client, keyring, result_for(assignment))
+
+    assert await run_manager.settle() == [run_id]
