@@ -189,7 +189,7 @@ def _send_crafted(
     expired = _crafted(issued_at=now - 7200, expires_at=now - 3600)
     outside = _crafted(targets=("172.16.3.0/28", "10.0.99.0/28"))
     port = _crafted(udp=((5353, 5353),))
-    rate = _crafted(rate_pps=1_000_000)
+    rate = _crafted(rate_pps=2 * trust.MAX_RATE_PPS)
     tampered, unknown = _crafted(), _crafted()
     messages = {
         "bad-signature": (tampered, _body(tampered, stolen, tamper=True)),
@@ -344,7 +344,7 @@ def test_a_rate_above_the_scope_is_refused(outcome: Outcome) -> None:
     refusal = _refusal(outcome, "out-of-scope-rate", outcome.crafted["rate"])
 
     assert refusal["detail"] == (
-        f"rate 1000000 pps above the approved {trust.MAX_RATE_PPS} pps"
+        f"rate {2 * trust.MAX_RATE_PPS} pps above the approved {trust.MAX_RATE_PPS} pps"
     )
     _nothing_from_refusing_agent(outcome)
 

@@ -29,7 +29,7 @@ def _error(tmp_path: Path, text: str) -> str:
     return str(caught.value).removeprefix(f"{path}:")
 
 
-def test_founding_case_has_nine_pci_and_three_corp_subnets_and_one_hole() -> None:
+def test_founding_case_has_nine_pci_and_three_corp_subnets_a_hole_a_reject() -> None:
     spec = load_spec(FOUNDING_SPEC)
 
     assert [s.name for s in spec.subnets if s.vpc == "cde"] == [
@@ -48,7 +48,18 @@ def test_founding_case_has_nine_pci_and_three_corp_subnets_and_one_hole() -> Non
         ((5432, 5432),),
         None,
     )
-    assert [rule.action for rule in spec.firewall] == [Action.ACCEPT, Action.ACCEPT]
+    reject = spec.firewall[2]
+    assert (reject.source, reject.destination, reject.tcp, reject.action) == (
+        "corp-a",
+        "10.0.2.4",
+        ((22, 22),),
+        Action.REJECT,
+    )
+    assert [rule.action for rule in spec.firewall] == [
+        Action.ACCEPT,
+        Action.ACCEPT,
+        Action.REJECT,
+    ]
     assert spec.loss == 0.0
 
 
