@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -23,6 +24,7 @@ from coordinator import refusals, witnessing
 from coordinator.auth import AgentKeys
 from coordinator.store import Intake, Store
 from protocol import codec, envelope
+from protocol.codec import M
 from protocol.envelope import Context, Signed, UnknownKeyError
 from protocol.errors import ProtocolError
 from protocol.messages import Heartbeat, Refusal, Result, Sighting
@@ -79,9 +81,9 @@ def add_routes(app: web.Application, store: Store, agent_keys: AgentKeys) -> Non
 
 async def post_result(request: web.Request) -> web.Response:
     try:
-        post = await _verified(request, Context.RESULT, MAX_RESULT_BYTES)
-        result = _decode(post, Result)
-        _speaks_for(post, result.src)
+        post, result = await _opened(
+            request, Context.RESULT, Result, MAX_RESULT_BYTES, lambda r: r.src
+        )
     except Rejected as exc:
         return _rejected(request, exc)
     intake = await request.app[INTAKE_STORE].add_result(
@@ -109,9 +111,9 @@ async def post_result(request: web.Request) -> web.Response:
 
 async def post_heartbeat(request: web.Request) -> web.Response:
     try:
-        post = await _verified(request, Context.HEARTBEAT, MAX_NOTICE_BYTES)
-        beat = _decode(post, Heartbeat)
-        _speaks_for(post, beat.subnet)
+        _, beat = await _opened(
+            request, Context.HEARTBEAT, Heartbeat, MAX_NOTICE_BYTES, _subnet
+        )
     except Rejected as exc:
         return _rejected(request, exc)
     await request.app[INTAKE_STORE].touch_agent(
@@ -123,9 +125,9 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 
 async def post_refusal(request: web.Request) -> web.Response:
     try:
-        post = await _verified(request, Context.REFUSAL, MAX_NOTICE_BYTES)
-        refusal = _decode(post, Refusal)
-        _speaks_for(post, refusal.subnet)
+        post, refusal = await _opened(
+            request, Context.REFUSAL, Refusal, MAX_NOTICE_BYTES, _subnet
+        )
     except Rejected as exc:
         return _rejected(request, exc)
     store = request.app[INTAKE_STORE]
@@ -138,14 +140,34 @@ async def post_sighting(request: web.Request) -> web.Response:
     try:
         # Probes arrive in random port order, so a window's ranges fragment:
         # as large as a result, at worst.
-        post = await _verified(request, Context.SIGHTING, MAX_RESULT_BYTES)
-        sighting = _decode(post, Sighting)
-        _speaks_for(post, sighting.subnet)
+        post, sighting = await _opened(
+            request, Context.SIGHTING, Sighting, MAX_RESULT_BYTES, _subnet
+        )
     except Rejected as exc:
         return _rejected(request, exc)
     await witnessing.record(request.app[INTAKE_STORE], sighting, post.key_id, post.body)
 
     return web.Response(status=204)
+
+
+async def _opened(
+    request: web.Request,
+    context: Context,
+    kind: type[M],
+    max_bytes: int,
+    speaks_for: Callable[[M], str],
+) -> tuple[Post, M]:
+    """The verified post and its message, which must speak for the subnet of
+    the key that signed it."""
+    post = await _verified(request, context, max_bytes)
+    message = _decode(post, kind)
+    _speaks_for(post, speaks_for(message))
+
+    return post, message
+
+
+def _subnet(message: Heartbeat | Refusal | Sighting) -> str:
+    return message.subnet
 
 
 async def _verified(request: web.Request, context: Context, max_bytes: int) -> Post:
@@ -180,7 +202,7 @@ async def _body(request: web.Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-def _decode(post: Post, kind: type[codec.M]) -> codec.M:
+def _decode(post: Post, kind: type[M]) -> M:
     try:
         return codec.decode(post.signed.payload, kind)
     except ProtocolError as exc:

@@ -476,8 +476,14 @@ async def _insert_many(
     rows: Iterable[tuple[Any, ...]],
 ) -> None:
     """Insert ``rows``, tuples in ``columns`` order, a batch at a time."""
-    statement = sa.insert(table).values({c: sa.bindparam(c) for c in columns})
-    await execute_many(conn, statement, columns, rows)
+    await execute_many(conn, _insert(table, columns), columns, rows)
+
+
+# Every batch of result posts inserts into the same tables: the statements,
+# and their compiled forms below, are made once.
+@functools.cache
+def _insert(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
+    return sa.insert(table).values({c: sa.bindparam(c) for c in columns})
 
 
 async def execute_many(
@@ -493,19 +499,35 @@ async def execute_many(
     thousands of rows, and building a dict per row and binding it through
     SQLAlchemy cost more than the database's own work.
     """
-    compiled = statement.compile(dialect=conn.dialect)
-    # Both drivers (aiosqlite, asyncpg) take positional parameters, in the
-    # statement's order; values fixed in the statement are filled in here.
-    assert compiled.positiontup is not None
-    places = [
-        (names.index(name), None) if name in names else (-1, compiled.params[name])
-        for name in compiled.positiontup
-    ]
-    if places != [(i, None) for i in range(len(names))]:
+    sql, places = _compiled(statement, names, conn.dialect)
+    if places is not None:
         rows = (tuple(row[i] if i >= 0 else v for i, v in places) for row in rows)
     rows = iter(rows)
     while batch := list(itertools.islice(rows, INSERT_BATCH)):
-        await conn.exec_driver_sql(str(compiled), batch)
+        await conn.exec_driver_sql(sql, batch)
+
+
+_Places = tuple[tuple[int, Any], ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    statement: sa.Insert | sa.Update, names: tuple[str, ...], dialect: sa.Dialect
+) -> tuple[str, _Places | None]:
+    """The statement's SQL for ``dialect``, and where each of its positional
+    parameters comes from: (index in ``names``, None), or (-1, a value fixed in
+    the statement); None when they are simply ``names`` in order."""
+    compiled = statement.compile(dialect=dialect)
+    # Both drivers (aiosqlite, asyncpg) take positional parameters, in the
+    # statement's order; values fixed in the statement are filled in here.
+    assert compiled.positiontup is not None
+    places = tuple(
+        (names.index(name), None) if name in names else (-1, compiled.params[name])
+        for name in compiled.positiontup
+    )
+    in_order = places == tuple((i, None) for i in range(len(names)))
+
+    return str(compiled), None if in_order else places
 
 
 def _pair_rows(
