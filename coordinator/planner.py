@@ -9,7 +9,9 @@ every other address of the destination subnet is probed.
 from __future__ import annotations
 
 import math
-import os
+import secrets
+import threading
+import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, summarize_address_range
 
@@ -101,16 +103,31 @@ def to_assignment(chunk: Chunk, run_id: str, policy: Policy, now: float) -> Assi
     )
 
 
-# uuid.uuid4().hex, bit for bit, without building a UUID object: a large
-# estate's plan makes hundreds of thousands of ids (RFC 9562, section 5.4).
-_UUID4_CLEAR = (0xF000 << 64) | (0xC000 << 48)  # version and variant bits
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, variant RFC
+# Assignment ids are UUIDv7 (RFC 9562, section 5.7) as 32 hex digits: the
+# Unix time in milliseconds first, so the ids of a plan ascend and the store
+# appends them to its indexes instead of inserting all over them (a large
+# estate plans hundreds of thousands at once).  A 42-bit counter, restarted
+# each millisecond, follows (section 6.2, method 1), and 32 random bits.
+_COUNTER_BITS = 42
+_RANDOM_BITS = 32
+_id_clock = [0, 0]  # the last id's millisecond and counter
+_id_lock = threading.Lock()
 
 
 def _fresh_id() -> str:
-    bits = int.from_bytes(os.urandom(16), "big")
+    with _id_lock:
+        now_ms = time.time_ns() // 1_000_000
+        last_ms, counter = _id_clock
+        if now_ms > last_ms:
+            last_ms, counter = now_ms, 0
+        else:  # the same millisecond, or the clock stepped back: count on
+            counter += 1
+        _id_clock[:] = [last_ms, counter]
+    rand_a, rand_b_high = divmod(counter, 1 << (_COUNTER_BITS - 12))
+    rand_b = rand_b_high << _RANDOM_BITS | secrets.randbits(_RANDOM_BITS)
+    bits = last_ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
 
-    return f"{bits & ~_UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{bits:032x}"
 
 
 def estimate_s(chunks: list[Chunk], policy: Policy) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -135,6 +137,21 @@ def test_every_assignment_gets_a_fresh_id() -> None:
 
     ids = [a.id for a in first + again]
     assert len(set(ids)) == len(ids)
+
+
+def test_assignment_ids_are_uuid7_and_ascend_in_plan_order() -> None:
+    """Ascending ids are appended to the store's indexes, not scattered."""
+    policy = _policy("10.0.0.0/22", "tcp: [22, 80, 443], chunk_probes: 1000")
+    before_ms = time.time_ns() // 1_000_000
+
+    ids = [planner.to_assignment(c, "r", policy, 1.0).id for c in planner.plan(policy)]
+
+    parsed = [uuid.UUID(i) for i in ids]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert all(len(i) == 32 for i in ids)
+    assert before_ms <= parsed[0].int >> 80 <= time.time_ns() // 1_000_000
 
 
 def test_an_assignment_carries_the_chunk_and_expires_after_issue() -> None:
