@@ -158,14 +158,22 @@ def _touches(sighting: Sighting, windows: Iterable[tuple[float, float]]) -> bool
 
 
 def _covered(window: tuple[float, float], watched: Sequence[Sighting]) -> bool:
-    """Whether back-to-back windows of ``watched`` span all of ``window``."""
-    start, end = window
+    """Whether back-to-back windows of ``watched`` span all of ``window``,
+    widened by the clock slack on each side.
+
+    Only a witness that was watching the whole time may call a RST forged, so
+    the slack makes the test stricter, never looser: a witness killed during a
+    scan loses the window it had not posted yet, and a probe that arrived
+    then must not count as unseen.  One witness's windows follow each other
+    exactly; a restarted witness leaves a gap.
+    """
+    start, end = window[0] - SLACK_S, window[1] + SLACK_S
     reached = start
     for sighting in sorted(watched, key=lambda s: s.started_at):
-        if sighting.started_at - SLACK_S > reached:
+        if sighting.started_at > reached:
             break  # a gap nobody watched
         reached = max(reached, sighting.finished_at)
-        if reached + SLACK_S >= end:
+        if reached >= end:
             return True
 
     return False

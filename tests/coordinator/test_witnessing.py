@@ -85,6 +85,12 @@ def test_back_to_back_windows_make_a_whole_view_of_the_source() -> None:
         [_sighting(101.0, 111.0)],  # started a second after the scan did
         [_sighting(99.0, 108.0)],  # stopped two seconds before it ended
         [_sighting(99.0, 111.0, dropped=1)],  # the kernel dropped a probe
+        # Within the clock slack, still not whole: a witness killed just
+        # before the scan ended lost the window it had not posted, and one
+        # restarted leaves a gap however short.
+        [_sighting(99.0, 109.8)],
+        [_sighting(100.2, 111.0)],
+        [_sighting(99.0, 104.0), _sighting(104.3, 111.0)],
     ],
 )
 def test_a_watch_with_a_gap_or_a_drop_is_not_whole(found: list[Sighting]) -> None:

@@ -140,7 +140,16 @@ def _assert_ground_truth(report: dict[str, Any], ports: dict[str, PortRanges]) -
             for first, last in f["ports"]
             for port in range(first, last + 1)
         }
-        assert seen == demanded[key], (key, demanded[key] ^ seen)
+        differ = demanded[key] ^ seen
+        assert not differ, (key, differ, _reported(pair, {p[0] for p in differ}))
+
+
+def _reported(pair: dict[str, Any], ips: set[str]) -> list[dict[str, Any]]:
+    """What the report says of ``ips`` in ``pair``: every finding, with its
+    state, and the witness's summary, for a failure to show."""
+    found = [f for f in pair["findings"] if f["ip"] in ips]
+
+    return [*found, {"witness": pair.get("witness")}]
 
 
 def ground_truth(
