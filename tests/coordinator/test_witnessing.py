@@ -143,6 +143,23 @@ async def _post_result(
     assert await _post(client, "/v1/results", keyring.seal(result, result.src)) == 200
 
 
+async def _answered_after(
+    client: TestClient[Any, Any],
+    keyring: Keyring,
+    policy: str,
+    sighting: Sighting,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+) -> str:
+    """A run started, cde-b's ``sighting`` posted, then every chunk answered."""
+    run_id = await _start(client, policy)
+    assert await _post(client, "/v1/sightings", keyring.seal(sighting, "cde-b")) == 204
+    for assignment in dispatched:
+        await _post_result(client, keyring, result_for(assignment))
+
+    return run_id
+
+
 def _closed(port: int) -> Finding:
     return Finding(CDE_B, Proto.TCP, ((port, port),), PortState.CLOSED, Reason.RST, 63)
 
@@ -247,10 +264,7 @@ async def test_without_sightings_findings_are_judged_as_they_came(
     for assignment in dispatched:
         pair = (assignment.src, assignment.dst)
         found = (_closed(80),) if pair == ("corp-a", "cde-b") else ()
-        result = result_for(assignment, *found)
-        assert (
-            await _post(client, "/v1/results", keyring.seal(result, result.src)) == 200
-        )
+        await _post_result(client, keyring, result_for(assignment, *found))
 
     report = await run_manager.report(run_id)
 
@@ -269,12 +283,11 @@ async def test_a_finished_run_waits_for_the_witness_window_holding_its_end(
     keyring: Keyring,
     run_manager: RunManager,
 ) -> None:
-    run_id = await _start(client, founding_policy.read_text())
     now = time.time()
     early = _sighting(now - 10, now - 5)
-    assert await _post(client, "/v1/sightings", keyring.seal(early, "cde-b")) == 204
-    for assignment in dispatched:
-        await _post_result(client, keyring, result_for(assignment))
+    run_id = await _answered_after(
+        client, keyring, founding_policy.read_text(), early, dispatched, result_for
+    )
 
     assert await run_manager.settle() == []  # cde-b's witness is behind
     later = _sighting(now - 5, time.time() + 1)
@@ -291,11 +304,10 @@ async def test_a_silent_witness_is_not_waited_for(
     run_manager: RunManager,
 ) -> None:
     """A witness whose last window ended minutes ago is gone: no waiting on it."""
-    run_id = await _start(client, founding_policy.read_text())
     now = time.time()
     old = _sighting(now - witnessing.ALIVE_S - 20, now - witnessing.ALIVE_S - 10)
-    assert await _post(client, "/v1/sightings", keyring.seal(old, "cde-b")) == 204
-    for assignment in dispatched:
-        await _post_result(client, keyring, result_for(assignment))
+    run_id = await _answered_after(
+        client, keyring, founding_policy.read_text(), old, dispatched, result_for
+    )
 
     assert await run_manager.settle() == [run_id]
