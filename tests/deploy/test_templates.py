@@ -426,6 +426,35 @@ def test_the_coordinator_image_runs_as_a_user_and_checks_its_health() -> None:
     assert 'ENTRYPOINT ["coordinator"]' in final_stage
 
 
+def test_the_coordinator_task_writes_only_to_a_volume_its_user_owns() -> None:
+    """The root is read-only, so every path the coordinator writes lies in the
+    task's one mount; on Fargate that mount is writable by a non-root user only
+    when the image declares it as a VOLUME created for that user."""
+    resources = resolver(
+        "coordinator.yaml", "coordinator.json", "222222222222"
+    ).resources
+    container = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    (mount,) = container["MountPoints"]
+    environment = {e["Name"]: e["Value"] for e in container["Environment"]}
+    final_stage = (
+        (AWS_DIR / "coordinator.Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
+    )
+    uid, gid = container["User"].split(":")
+    volume = re.search(r'^VOLUME \["([^"]+)"\]', final_stage, re.MULTILINE)
+    made = re.search(
+        rf"^RUN install -d -o {uid} -g {gid} -m 0700 (.+)$", final_stage, re.MULTILINE
+    )
+
+    assert volume is not None
+    assert made is not None
+    assert mount["ContainerPath"] == volume[1]
+    assert volume[1] in made[1].split()
+    assert volume.start() > made.start()  # what follows VOLUME is discarded
+    for name in ("SEGSCAN_STATE_DIR", "TMPDIR"):
+        assert Path(environment[name]).is_relative_to(mount["ContainerPath"])
+        assert environment[name] in made[1].split()
+
+
 def test_the_publish_script_is_valid_bash() -> None:
     run = subprocess.run(
         ["bash", "-n", str(AWS_DIR / "publish-artifacts.sh")],
