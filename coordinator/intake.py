@@ -12,9 +12,10 @@ with one JSON line and goes on serving.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -69,6 +70,22 @@ class Post:
     subnet: str
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _answering_rejected(handler: Handler) -> Handler:
+    """``handler``, with the posts it rejects answered and logged as such."""
+
+    @functools.wraps(handler)
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Rejected as exc:
+            return _rejected(request, exc)
+
+    return handle
+
+
 def add_routes(app: web.Application, store: Store, agent_keys: AgentKeys) -> None:
     """Serve the agent-facing routes of ``app``."""
     app[AGENT_KEYS] = agent_keys
@@ -79,13 +96,11 @@ def add_routes(app: web.Application, store: Store, agent_keys: AgentKeys) -> Non
     app.router.add_post("/v1/sightings", post_sighting)
 
 
-async def post_result(request: web.Request) -> web.Response:
-    try:
-        post, result = await _opened(
-            request, Context.RESULT, Result, MAX_RESULT_BYTES, lambda r: r.src
-        )
-    except Rejected as exc:
-        return _rejected(request, exc)
+@_answering_rejected
+async def post_result(request: web.Request) -> web.StreamResponse:
+    post, result = await _opened(
+        request, Context.RESULT, Result, MAX_RESULT_BYTES, lambda r: r.src
+    )
     intake = await request.app[INTAKE_STORE].add_result(
         result, post.signed.payload, post.key_id, post.signed.signature
     )
@@ -109,13 +124,11 @@ async def post_result(request: web.Request) -> web.Response:
     )
 
 
-async def post_heartbeat(request: web.Request) -> web.Response:
-    try:
-        _, beat = await _opened(
-            request, Context.HEARTBEAT, Heartbeat, MAX_NOTICE_BYTES, _subnet
-        )
-    except Rejected as exc:
-        return _rejected(request, exc)
+@_answering_rejected
+async def post_heartbeat(request: web.Request) -> web.StreamResponse:
+    _, beat = await _opened(
+        request, Context.HEARTBEAT, Heartbeat, MAX_NOTICE_BYTES, _subnet
+    )
     await request.app[INTAKE_STORE].touch_agent(
         beat.agent, beat.subnet, time.time(), beat.assignment_id
     )
@@ -123,28 +136,24 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def post_refusal(request: web.Request) -> web.Response:
-    try:
-        post, refusal = await _opened(
-            request, Context.REFUSAL, Refusal, MAX_NOTICE_BYTES, _subnet
-        )
-    except Rejected as exc:
-        return _rejected(request, exc)
+@_answering_rejected
+async def post_refusal(request: web.Request) -> web.StreamResponse:
+    post, refusal = await _opened(
+        request, Context.REFUSAL, Refusal, MAX_NOTICE_BYTES, _subnet
+    )
     store = request.app[INTAKE_STORE]
     row = await refusals.record(store, refusal, post.key_id, post.body, time.time())
 
     return web.json_response({"status": "recorded", "issued": row.issued})
 
 
-async def post_sighting(request: web.Request) -> web.Response:
-    try:
-        # Probes arrive in random port order, so a window's ranges fragment:
-        # as large as a result, at worst.
-        post, sighting = await _opened(
-            request, Context.SIGHTING, Sighting, MAX_RESULT_BYTES, _subnet
-        )
-    except Rejected as exc:
-        return _rejected(request, exc)
+@_answering_rejected
+async def post_sighting(request: web.Request) -> web.StreamResponse:
+    # Probes arrive in random port order, so a window's ranges fragment: as
+    # large as a result, at worst.
+    post, sighting = await _opened(
+        request, Context.SIGHTING, Sighting, MAX_RESULT_BYTES, _subnet
+    )
     await witnessing.record(request.app[INTAKE_STORE], sighting, post.key_id, post.body)
 
     return web.Response(status=204)

@@ -14,7 +14,7 @@ from coordinator import runs
 from coordinator.errors import NotFoundError, UsageError
 from coordinator.policy import Policy, load_policy, parse_policy
 from coordinator.runs import RunManager
-from coordinator.store import Store
+from coordinator.store import RunRecord, Store
 from coordinator.store import runs as runs_table
 from coordinator.verdict import Verdict
 from protocol import codec
@@ -54,6 +54,20 @@ async def _answer_all(
         hole = (assignment.src, assignment.dst) == ("corp-b", "cde-c")
         result = result_for(assignment, *([OPEN_SSH] if hole else []))
         await store.add_result(result, codec.encode(result))
+
+
+@pytest.fixture
+async def answered(
+    run_manager: RunManager,
+    small: Policy,
+    dispatched: list[Assignment],
+    result_for: ResultFor,
+) -> RunRecord:
+    """A run of ``small`` whose every chunk has its result."""
+    run = await run_manager.start(small)
+    await _answer_all(run_manager.store, result_for, dispatched)
+
+    return run
 
 
 async def _expire(store: Store, run_id: str) -> None:
@@ -123,14 +137,9 @@ async def test_settle_waits_while_chunks_are_out_and_the_deadline_is_ahead(
 
 
 async def test_settle_freezes_the_report_once_every_result_is_in(
-    run_manager: RunManager,
-    small: Policy,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
+    run_manager: RunManager, answered: RunRecord
 ) -> None:
-    run = await run_manager.start(small)
-    await _answer_all(run_manager.store, result_for, dispatched)
-
+    run = answered
     with capture_logs() as logs:
         settled = await run_manager.settle()
 
@@ -169,14 +178,9 @@ async def test_settle_after_the_deadline_makes_silent_pairs_inconclusive(
 
 
 async def test_a_settled_run_is_not_settled_again(
-    run_manager: RunManager,
-    small: Policy,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
+    run_manager: RunManager, answered: RunRecord
 ) -> None:
-    await run_manager.start(small)
-    await _answer_all(run_manager.store, result_for, dispatched)
-    await run_manager.settle()
+    assert await run_manager.settle() == [answered.id]
 
     again = await run_manager.settle()
 
@@ -184,15 +188,10 @@ async def test_a_settled_run_is_not_settled_again(
 
 
 async def test_settling_at_once_from_two_callers_settles_a_run_once(
-    run_manager: RunManager,
-    small: Policy,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
+    run_manager: RunManager, answered: RunRecord
 ) -> None:
     """The service's settler and another caller: the run is judged once."""
-    run = await run_manager.start(small)
-    await _answer_all(run_manager.store, result_for, dispatched)
-
+    run = answered
     with capture_logs() as logs:
         outcomes = await asyncio.gather(run_manager.settle(), run_manager.settle())
 

@@ -6,10 +6,13 @@ agents played by keys of tests/coordinator/agentkeys.py.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from ipaddress import IPv4Network
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +28,6 @@ from protocol.messages import (
     PortState,
     Proto,
     Reason,
-    Result,
     Seen,
     Sighting,
 )
@@ -114,99 +116,94 @@ def test_only_scanned_ports_and_destination_addresses_count() -> None:
 # --- through the service -------------------------------------------------------
 
 
+@dataclass
+class Service:
+    """The coordinator's service on a real store, and the agents' keys."""
+
+    client: TestClient[Any, Any]
+    keyring: Keyring
+    policy: str
+    dispatched: list[Assignment]
+    result_for: ResultFor
+    run_manager: RunManager
+
+    async def post(self, path: str, body: bytes) -> int:
+        reply = await self.client.post(
+            path, data=io.BytesIO(body), headers={"Content-Type": "application/msgpack"}
+        )
+        return reply.status
+
+    async def start(self) -> str:
+        """Start a run of the founding policy; its chunks land in ``dispatched``."""
+        reply = await self.client.post(
+            "/v1/runs",
+            json={"policy": self.policy, "source": "founding.yaml"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert reply.status == 201
+        return str((await reply.json())["run"])
+
+    async def witness(self, sighting: Sighting) -> None:
+        """Post ``sighting`` as cde-b's witness."""
+        sealed = self.keyring.seal(sighting, "cde-b")
+        assert await self.post("/v1/sightings", sealed) == 204
+
+    async def answer(self, found: dict[tuple[str, str], tuple[Finding, ...]]) -> None:
+        """Answer every chunk, with the findings ``found`` holds for its pair."""
+        for assignment in self.dispatched:
+            pair = (assignment.src, assignment.dst)
+            result = self.result_for(assignment, *found.get(pair, ()))
+            sealed = self.keyring.seal(result, result.src)
+            assert await self.post("/v1/results", sealed) == 200
+
+    async def corp_a_to_cde_b(self, run_id: str) -> dict[str, Any]:
+        """The report's entry for the pair the witness tests turn on."""
+        report = await self.run_manager.report(run_id)
+        return next(
+            p for p in report["pairs"] if (p["src"], p["dst"]) == ("corp-a", "cde-b")
+        )
+
+
 @pytest.fixture
-async def client(service_app: web.Application) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(service_app)) as test_client:
-        yield test_client
-
-
-async def _post(client: TestClient[Any, Any], path: str, body: bytes) -> int:
-    reply = await client.post(
-        path, data=io.BytesIO(body), headers={"Content-Type": "application/msgpack"}
-    )
-    return reply.status
-
-
-async def _start(client: TestClient[Any, Any], policy: str) -> str:
-    reply = await client.post(
-        "/v1/runs",
-        json={"policy": policy, "source": "founding.yaml"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    )
-    assert reply.status == 201
-    return str((await reply.json())["run"])
-
-
-async def _post_result(
-    client: TestClient[Any, Any], keyring: Keyring, result: Result
-) -> None:
-    assert await _post(client, "/v1/results", keyring.seal(result, result.src)) == 200
-
-
-async def _answered_after(
-    client: TestClient[Any, Any],
+async def service(
+    service_app: web.Application,
     keyring: Keyring,
-    policy: str,
-    sighting: Sighting,
+    founding_policy: Path,
     dispatched: list[Assignment],
     result_for: ResultFor,
-) -> str:
-    """A run started, cde-b's ``sighting`` posted, then every chunk answered."""
-    run_id = await _start(client, policy)
-    assert await _post(client, "/v1/sightings", keyring.seal(sighting, "cde-b")) == 204
-    for assignment in dispatched:
-        await _post_result(client, keyring, result_for(assignment))
-
-    return run_id
+    run_manager: RunManager,
+) -> AsyncIterator[Service]:
+    async with TestClient(TestServer(service_app)) as client:
+        yield Service(
+            client,
+            keyring,
+            await asyncio.to_thread(founding_policy.read_text),
+            dispatched,
+            result_for,
+            run_manager,
+        )
 
 
 def _closed(port: int) -> Finding:
     return Finding(CDE_B, Proto.TCP, ((port, port),), PortState.CLOSED, Reason.RST, 63)
 
 
-async def _judged(
-    client: TestClient[Any, Any],
-    founding_policy: Any,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
-    keyring: Keyring,
-    run_manager: RunManager,
-    *seen: Seen,
-) -> dict[str, Any]:
+async def _judged(service: Service, *seen: Seen) -> dict[str, Any]:
     """Run the founding policy; corp-a's agent finds RSTs on 22 and 80 of cde-b's
     agent, whose witness saw ``seen``; every other pair comes back empty."""
-    run_id = await _start(client, founding_policy.read_text())
-    for assignment in dispatched:
-        findings = [_closed(22), _closed(80)]
-        pair = (assignment.src, assignment.dst)
-        result = result_for(
-            assignment, *(findings if pair == ("corp-a", "cde-b") else ())
-        )
-        assert (
-            await _post(client, "/v1/results", keyring.seal(result, result.src)) == 200
-        )
-    issued = dispatched[0].issued_at
-    sighting = _sighting(issued - 1, issued + 5, *seen)  # results end at +2
-    assert await _post(client, "/v1/sightings", keyring.seal(sighting, "cde-b")) == 204
-    report = await run_manager.report(run_id)
+    run_id = await service.start()
+    await service.answer({("corp-a", "cde-b"): (_closed(22), _closed(80))})
+    issued = service.dispatched[0].issued_at
+    await service.witness(_sighting(issued - 1, issued + 5, *seen))  # results: +2
 
-    return next(
-        p for p in report["pairs"] if (p["src"], p["dst"]) == ("corp-a", "cde-b")
-    )
+    return await service.corp_a_to_cde_b(run_id)
 
 
 async def test_resets_the_witness_never_saw_are_rejected_and_the_pair_passes(
-    client: TestClient[Any, Any],
-    founding_policy: Any,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
-    keyring: Keyring,
-    run_manager: RunManager,
+    service: Service,
 ) -> None:
     """A firewall that rejects with RST is not a hole: the witness proves it."""
-    pair = await _judged(
-        client, founding_policy, dispatched, result_for, keyring, run_manager
-    )
+    pair = await _judged(service)
 
     assert pair["verdict"] == "pass"
     assert {(f["state"], f["ports"][0][0]) for f in pair["findings"]} == {
@@ -217,24 +214,11 @@ async def test_resets_the_witness_never_saw_are_rejected_and_the_pair_passes(
 
 
 async def test_a_reset_the_witness_saw_arrive_stays_closed_and_fails_the_pair(
-    client: TestClient[Any, Any],
-    founding_policy: Any,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
-    keyring: Keyring,
-    run_manager: RunManager,
+    service: Service,
 ) -> None:
     """A probe seen at the destination, answered by RST: it crossed the boundary;
     a probe seen but never answered (443) arrived, which is reachable too."""
-    pair = await _judged(
-        client,
-        founding_policy,
-        dispatched,
-        result_for,
-        keyring,
-        run_manager,
-        _tcp((22, 22), (443, 443)),
-    )
+    pair = await _judged(service, _tcp((22, 22), (443, 443)))
 
     assert pair["verdict"] == "fail"
     assert {(f["state"], f["ports"][0][0]) for f in pair["findings"]} == {
@@ -244,70 +228,47 @@ async def test_a_reset_the_witness_saw_arrive_stays_closed_and_fails_the_pair(
     }
 
 
-async def test_a_sighting_for_another_subnet_is_refused(
-    client: TestClient[Any, Any], keyring: Keyring
-) -> None:
+async def test_a_sighting_for_another_subnet_is_refused(service: Service) -> None:
     sighting = _sighting(1.0, 2.0, _tcp((22, 22)))
 
-    assert await _post(client, "/v1/sightings", keyring.seal(sighting, "cde-a")) == 403
+    assert (
+        await service.post("/v1/sightings", service.keyring.seal(sighting, "cde-a"))
+        == 403
+    )
 
 
 async def test_without_sightings_findings_are_judged_as_they_came(
-    client: TestClient[Any, Any],
-    founding_policy: Any,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
-    keyring: Keyring,
-    run_manager: RunManager,
+    service: Service,
 ) -> None:
-    run_id = await _start(client, founding_policy.read_text())
-    for assignment in dispatched:
-        pair = (assignment.src, assignment.dst)
-        found = (_closed(80),) if pair == ("corp-a", "cde-b") else ()
-        await _post_result(client, keyring, result_for(assignment, *found))
+    run_id = await service.start()
+    await service.answer({("corp-a", "cde-b"): (_closed(80),)})
 
-    report = await run_manager.report(run_id)
+    pair = await service.corp_a_to_cde_b(run_id)
 
-    pair = next(
-        p for p in report["pairs"] if (p["src"], p["dst"]) == ("corp-a", "cde-b")
-    )
     assert pair["verdict"] == "fail"
     assert pair["witness"]["summary"] == "no witness evidence for this pair"
 
 
 async def test_a_finished_run_waits_for_the_witness_window_holding_its_end(
-    client: TestClient[Any, Any],
-    founding_policy: Any,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
-    keyring: Keyring,
-    run_manager: RunManager,
+    service: Service,
 ) -> None:
     now = time.time()
-    early = _sighting(now - 10, now - 5)
-    run_id = await _answered_after(
-        client, keyring, founding_policy.read_text(), early, dispatched, result_for
-    )
+    run_id = await service.start()
+    await service.witness(_sighting(now - 10, now - 5))
+    await service.answer({})
 
-    assert await run_manager.settle() == []  # cde-b's witness is behind
-    later = _sighting(now - 5, time.time() + 1)
-    assert await _post(client, "/v1/sightings", keyring.seal(later, "cde-b")) == 204
-    assert await run_manager.settle() == [run_id]
+    assert await service.run_manager.settle() == []  # cde-b's witness is behind
+    await service.witness(_sighting(now - 5, time.time() + 1))
+    assert await service.run_manager.settle() == [run_id]
 
 
-async def test_a_silent_witness_is_not_waited_for(
-    client: TestClient[Any, Any],
-    founding_policy: Any,
-    dispatched: list[Assignment],
-    result_for: ResultFor,
-    keyring: Keyring,
-    run_manager: RunManager,
-) -> None:
+async def test_a_silent_witness_is_not_waited_for(service: Service) -> None:
     """A witness whose last window ended minutes ago is gone: no waiting on it."""
     now = time.time()
-    old = _sighting(now - witnessing.ALIVE_S - 20, now - witnessing.ALIVE_S - 10)
-    run_id = await _answered_after(
-        client, keyring, founding_policy.read_text(), old, dispatched, result_for
+    run_id = await service.start()
+    await service.witness(
+        _sighting(now - witnessing.ALIVE_S - 20, now - witnessing.ALIVE_S - 10)
     )
+    await service.answer({})
 
-    assert await run_manager.settle() == [run_id]
+    assert await service.run_manager.settle() == [run_id]
