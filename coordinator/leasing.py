@@ -103,22 +103,24 @@ async def _queued(store: Store) -> dict[Candidate, Assignment]:
     rank = sa.func.row_number().over(
         partition_by=chunks.c.dst, order_by=(chunks.c.run_id, chunks.c.id)
     )
+    # The ranking sorts every queued chunk, so it carries ids alone; the
+    # assignments, most of a row, are read only for the chunks it keeps.
     ranked = (
+        sa.select(chunks.c.id, rank.label("rank"))
+        .where(chunks.c.state == ChunkState.QUEUED, chunks.c.run_id.in_(_open_runs()))
+        .subquery()
+    )
+    query = (
         sa.select(
             chunks.c.id,
             chunks.c.dst,
             chunks.c.budget_pps,
             chunks.c.rate_pps,
             chunks.c.assignment,
-            rank.label("rank"),
         )
-        .where(chunks.c.state == ChunkState.QUEUED, chunks.c.run_id.in_(_open_runs()))
-        .subquery()
-    )
-    query = (
-        sa.select(ranked)
+        .join(ranked, ranked.c.id == chunks.c.id)
         .where(ranked.c.rank <= budget.MAX_SLOTS)
-        .order_by(ranked.c.rank, ranked.c.dst)
+        .order_by(ranked.c.rank, chunks.c.dst)
     )
     async with store.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
