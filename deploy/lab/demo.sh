@@ -6,6 +6,11 @@
 set -uo pipefail
 out=${1:-out/demo}
 here=$(cd "$(dirname "$0")" && pwd)
+# The repository's own virtualenv, when `make setup` has made it.
+venv=$(cd "$here/../.." && pwd)/.venv/bin
+if [ -x "$venv/segscan-lab" ]; then
+  PATH="$venv:$PATH"
+fi
 mkdir -p "$out"
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -33,4 +38,12 @@ coordinator report latest --format xml -o "$out/nmap" >/dev/null
 coordinator evidence fetch latest -o "$out/evidence" >/dev/null || code=3
 coordinator evidence verify "$out/evidence" || code=3
 echo "demo: report.html, findings.csv, graph.dot, nmap/*.xml and evidence/ in $out/"
+case "$code" in
+  0) meaning="every pair passes" ;;
+  1) meaning="a violation" ;;
+  2) meaning="usage or configuration error" ;;
+  3) meaning="inconclusive" ;;
+  *) meaning="not a verdict: see the messages above" ;;
+esac
+echo "demo: exit code $code ($meaning)"
 exit "$code"
