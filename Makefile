@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml deploy/debian-packages.txt
 	touch $(STAMP)
 
 demo: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/lab/demo.sh $(DEMO_OUT)
+	deploy/lab/demo.sh $(DEMO_OUT)
 
 lint: setup
 	$(BIN)/ruff check .
